@@ -1,0 +1,1 @@
+"""echo-batch: batch LV ejection fraction for echocardiography cohorts."""

@@ -1,0 +1,5 @@
+"""``python -m echo_batch``."""
+
+from echo_batch.cli import main
+
+main()

@@ -1,0 +1,238 @@
+"""Discovery of CAMUS-layout patient folders into a deterministic manifest.
+
+Accepted roots: a 2019 root (``training/``, ``testing/``), a 2023 root (``database_nifti/`` with
+optional ``database_split/``), a ``database_nifti`` folder, or any folder of patient folders.
+Odd entries (missing views, stray files, unreadable folders, duplicate ids) become problems with a
+reason; they never stop discovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from echo_batch.domain import (
+    IMAGE_KEYS,
+    ImageFiles,
+    ImageKey,
+    Instant,
+    PatientRef,
+    Release,
+    Split,
+    View,
+)
+from echo_batch.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+_FILE_RE = re.compile(
+    r"^(?P<pid>.+?)_(?P<view>2CH|4CH)_(?P<what>ED|ES|half_sequence|sequence)(?P<gt>_gt)?"
+    r"\.(?P<ext>nii\.gz|nii|mhd)$"
+)
+_CFG_RE = re.compile(r"^Info_(?P<view>2CH|4CH)\.cfg$")
+_IGNORED_SUFFIXES = (".raw", ".zraw")
+_SPLIT_FILES = {
+    Split.TRAINING: "subgroup_training.txt",
+    Split.VALIDATION: "subgroup_validation.txt",
+    Split.TESTING: "subgroup_testing.txt",
+}
+_SPLIT_FOLDERS_2019 = {"training": Split.TRAINING, "testing": Split.TESTING}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An odd entry found during discovery.
+
+    Attributes:
+        path: file or folder concerned.
+        reason: what is odd about it.
+    """
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a run would process.
+
+    Attributes:
+        root: the DATA root as given (resolved).
+        patients: patients in deterministic (id) order.
+        problems: odd entries outside any patient (stray folders, duplicates, bad split files).
+    """
+
+    root: Path
+    patients: tuple[PatientRef, ...]
+    problems: tuple[Problem, ...] = field(default=())
+
+    def by_split(self, split: Split) -> tuple[PatientRef, ...]:
+        """Patients of one split, in manifest order."""
+        return tuple(p for p in self.patients if p.split == split)
+
+
+def _read_split_files(folder: Path) -> tuple[dict[str, Split], list[Problem]]:
+    splits: dict[str, Split] = {}
+    problems: list[Problem] = []
+    for split, name in _SPLIT_FILES.items():
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            ids = path.read_text(encoding="utf-8").split()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(path, f"unreadable split file ({exc})"))
+            continue
+        for pid in ids:
+            if pid in splits and splits[pid] != split:
+                problems.append(Problem(path, f"{pid} is listed in two splits"))
+                continue
+            splits[pid] = split
+    return splits, problems
+
+
+def _patient_parents(root: Path) -> tuple[list[tuple[Path, Split | None]], Path | None]:
+    """Folders that hold patient folders, with the split they imply, and the split-file folder."""
+    if (root / "database_nifti").is_dir():
+        return [(root / "database_nifti", None)], root / "database_split"
+    present = [(root / name, split) for name, split in _SPLIT_FOLDERS_2019.items()]
+    present = [(p, s) for p, s in present if p.is_dir()]
+    if present:
+        return present, None
+    if root.name == "database_nifti":
+        return [(root, None)], root.parent / "database_split"
+    return [(root, None)], root / "database_split"
+
+
+def scan_patient(folder: Path, split: Split = Split.NONE) -> PatientRef:
+    """Build the PatientRef of one patient folder from its file names (no pixel is read).
+
+    Args:
+        folder: patient folder named after the patient id.
+        split: official split of the patient.
+
+    Returns:
+        PatientRef with the files found and problems noted.
+
+    Raises:
+        InputError: the folder cannot be listed.
+    """
+    pid = folder.name
+    images: dict[ImageKey, dict[str, Path]] = {}
+    sequences: dict[View, dict[str, Path]] = {}
+    cfgs: dict[View, Path] = {}
+    problems: list[str] = []
+    extensions: set[str] = set()
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise InputError(folder, f"cannot list patient folder ({exc.strerror or exc})") from None
+    for entry in entries:
+        name = entry.name
+        path = Path(entry.path)
+        if (m := _CFG_RE.match(name)) is not None:
+            cfgs[View(m["view"])] = path
+            continue
+        m = _FILE_RE.match(name)
+        if m is None:
+            if not name.endswith(_IGNORED_SUFFIXES):
+                problems.append(f"stray entry {name}")
+            continue
+        if m["pid"] != pid:
+            problems.append(f"{name} does not belong to {pid}")
+            continue
+        extensions.add(m["ext"])
+        kind = "gt" if m["gt"] else "image"
+        if m["what"] in ("ED", "ES"):
+            images.setdefault(ImageKey(View(m["view"]), Instant(m["what"])), {})[kind] = path
+        else:
+            sequences.setdefault(View(m["view"]), {})[kind] = path
+    release = Release.CAMUS2019 if extensions == {"mhd"} else Release.CAMUS2023
+    if len(extensions) > 1:
+        problems.append(f"mixed file formats {sorted(extensions)}")
+    files: dict[ImageKey, ImageFiles] = {}
+    for key in IMAGE_KEYS:
+        found = images.get(key, {})
+        if "image" not in found:
+            problems.append(f"missing {key} image" + (" (ground truth only)" if found else ""))
+            continue
+        files[key] = ImageFiles(image=found["image"], gt=found.get("gt"))
+    seqs = {
+        v: ImageFiles(image=found.get("image"), gt=found.get("gt"))
+        for v, found in sequences.items()
+    }
+    return PatientRef(
+        patient_id=pid,
+        folder=folder,
+        release=release,
+        split=split,
+        images=files,
+        sequences=seqs,
+        cfgs=cfgs,
+        problems=tuple(problems),
+    )
+
+
+def discover(root: Path | str) -> Manifest:
+    """Find every patient under a DATA root.
+
+    Args:
+        root: a CAMUS 2019 or 2023 root, a ``database_nifti`` folder, or any folder of patient
+            folders.
+
+    Returns:
+        Manifest of patients sorted by id, with problems.
+
+    Raises:
+        InputError: the root does not exist or cannot be listed.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InputError(root, "DATA root is not a readable folder")
+    root = root.resolve()
+    parents, split_dir = _patient_parents(root)
+    split_of: dict[str, Split] = {}
+    problems: list[Problem] = []
+    if split_dir is not None and split_dir.is_dir():
+        split_of, split_problems = _read_split_files(split_dir)
+        problems.extend(split_problems)
+    patients: dict[str, PatientRef] = {}
+    for parent, folder_split in parents:
+        try:
+            entries = sorted(os.scandir(parent), key=lambda e: e.name)
+        except OSError as exc:
+            raise InputError(parent, f"cannot list folder ({exc.strerror or exc})") from None
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name in ("database_split",) or entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                if not entry.name.endswith((".txt", ".csv", ".md", ".json")):
+                    problems.append(Problem(path, "stray file next to the patient folders"))
+                continue
+            pid = entry.name
+            if pid in patients:
+                problems.append(
+                    Problem(path, f"duplicate patient id {pid} (kept {patients[pid].folder})")
+                )
+                continue
+            split = folder_split or split_of.get(pid, Split.NONE)
+            try:
+                ref = scan_patient(path, split)
+            except InputError as exc:
+                problems.append(Problem(path, exc.reason))
+                continue
+            if not ref.images and not ref.sequences:
+                problems.append(Problem(path, "folder holds no CAMUS image files"))
+                continue
+            patients[pid] = ref
+    ordered = tuple(patients[pid] for pid in sorted(patients))
+    logger.info("discovered %d patients under %s (%d problems)", len(ordered), root, len(problems))
+    return Manifest(root=root, patients=ordered, problems=tuple(problems))

@@ -1,0 +1,159 @@
+"""Domain vocabulary of CAMUS echocardiography: views, instants, labels and typed records.
+
+Every other module speaks in these terms instead of bare strings and integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from pathlib import Path
+
+
+class View(StrEnum):
+    """Apical long-axis view."""
+
+    A2C = "2CH"
+    A4C = "4CH"
+
+
+class Instant(StrEnum):
+    """Cardiac phase of a still frame."""
+
+    ED = "ED"
+    ES = "ES"
+
+
+class Label(IntEnum):
+    """CAMUS segmentation labels."""
+
+    BG = 0
+    LV = 1
+    MYO = 2
+    LA = 3
+
+
+class Split(StrEnum):
+    """Official CAMUS data split (or none when no split files exist)."""
+
+    TRAINING = "training"
+    VALIDATION = "validation"
+    TESTING = "testing"
+    NONE = "none"
+
+
+class Status(StrEnum):
+    """Outcome of processing one patient or one image."""
+
+    OK = "ok"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class Release(StrEnum):
+    """CAMUS release a file layout follows."""
+
+    CAMUS2019 = "2019"  # .mhd/.raw, Info_2CH.cfg with LVedv/LVesv/LVef
+    CAMUS2023 = "2023"  # .nii.gz, Info_*.cfg with EF/FrameRate
+
+
+VIEWS: tuple[View, ...] = (View.A2C, View.A4C)
+INSTANTS: tuple[Instant, ...] = (Instant.ED, Instant.ES)
+
+
+@dataclass(frozen=True)
+class ImageKey:
+    """Identifies one still image of a patient."""
+
+    view: View
+    instant: Instant
+
+    def __str__(self) -> str:
+        return f"{self.view.value}_{self.instant.value}"
+
+
+IMAGE_KEYS: tuple[ImageKey, ...] = tuple(ImageKey(v, i) for v in VIEWS for i in INSTANTS)
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Files of one (view, instant) still frame.
+
+    Attributes:
+        image: path of the B-mode image, or None when missing.
+        gt: path of the expert label map, or None when absent.
+    """
+
+    image: Path | None
+    gt: Path | None = None
+
+
+@dataclass(frozen=True)
+class CfgInfo:
+    """Contents of one CAMUS ``Info_{VIEW}.cfg`` file.
+
+    Attributes:
+        ed_frame: 1-based end-diastolic frame index in the sequence.
+        es_frame: 1-based end-systolic frame index (may be smaller than ``ed_frame``).
+        n_frames: number of frames of the sequence.
+        sex: "M" or "F" when given.
+        age: years.
+        image_quality: "Good", "Medium" or "Poor" when given.
+        ef_pct: patient EF in percent (2023 ``EF`` or 2019 ``LVef``).
+        edv_ml: end-diastolic volume, mL (2019 ``LVedv`` only).
+        esv_ml: end-systolic volume, mL (2019 ``LVesv`` only).
+        frame_rate_hz: frames per second (2023 only).
+        extra: any other keys, kept verbatim.
+    """
+
+    ed_frame: int | None = None
+    es_frame: int | None = None
+    n_frames: int | None = None
+    sex: str | None = None
+    age: float | None = None
+    image_quality: str | None = None
+    ef_pct: float | None = None
+    edv_ml: float | None = None
+    esv_ml: float | None = None
+    frame_rate_hz: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PatientRef:
+    """One discovered patient: where its files are and what is missing.
+
+    Attributes:
+        patient_id: folder name, e.g. "patient0001".
+        folder: patient folder.
+        release: file layout the patient follows.
+        split: official split when split files exist.
+        images: files per (view, instant) that exist.
+        sequences: half/full sequence image and optional gt per view.
+        cfgs: cfg file per view that exists.
+        problems: human-readable notes on odd or missing entries.
+    """
+
+    patient_id: str
+    folder: Path
+    release: Release
+    split: Split = Split.NONE
+    images: dict[ImageKey, ImageFiles] = field(default_factory=dict)
+    sequences: dict[View, ImageFiles] = field(default_factory=dict)
+    cfgs: dict[View, Path] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+    @property
+    def views(self) -> tuple[View, ...]:
+        """Views with at least one still image."""
+        return tuple(v for v in VIEWS if any(k.view == v for k in self.images))
+
+    @property
+    def has_gt(self) -> bool:
+        """True when every present image has a ground-truth label map."""
+        return bool(self.images) and all(f.gt is not None for f in self.images.values())
+
+    @property
+    def complete(self) -> bool:
+        """True when all four still images are present."""
+        return all(k in self.images for k in IMAGE_KEYS)

@@ -1,0 +1,394 @@
+"""Readers for CAMUS images, label maps, sequences and cfg files (2019 ``.mhd``, 2023 ``.nii.gz``).
+
+Arrays come back as ``(H, W)`` (sequences ``(T, H, W)``) with row 0 at the probe, i.e. the LV
+apex at the top and the atrium at the bottom, exactly as SimpleITK returns CAMUS files.
+
+Warning:
+    SimpleITK reports spacing as ``(x, y)`` = ``(column, row)``; everything here uses
+    ``(row_mm, col_mm)`` to match the array axes. Never assume square pixels.
+
+Every header is validated before pixels are read; any problem raises :class:`InputError` naming the
+file and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from echo_batch.domain import CfgInfo, Label
+from echo_batch.errors import CfgError, InputError
+from echo_batch.limits import DEFAULT_LIMITS, InputLimits
+
+_MHD_TYPES: dict[str, int] = {
+    "MET_UCHAR": 1,
+    "MET_CHAR": 1,
+    "MET_USHORT": 2,
+    "MET_SHORT": 2,
+    "MET_UINT": 4,
+    "MET_INT": 4,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
+_SITK_TYPES = {
+    sitk.sitkUInt8,
+    sitk.sitkInt8,
+    sitk.sitkUInt16,
+    sitk.sitkInt16,
+    sitk.sitkUInt32,
+    sitk.sitkInt32,
+    sitk.sitkFloat32,
+    sitk.sitkFloat64,
+}
+_VALID_LABELS = frozenset(int(label) for label in Label)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical grid of an image, enough to write a mask with the same header.
+
+    Attributes:
+        spacing: ``(row_mm, col_mm)`` pixel size.
+        origin: SimpleITK origin ``(x, y)``, mm.
+        direction: SimpleITK direction cosines (row-major 2x2, flattened).
+    """
+
+    spacing: tuple[float, float]
+    origin: tuple[float, float] = (0.0, 0.0)
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class EchoImage:
+    """A 2-D still frame or label map.
+
+    Attributes:
+        array: ``(H, W)`` pixels; float32 intensities or uint8 labels.
+        geometry: spacing ``(row_mm, col_mm)``, origin and direction.
+        path: file it was read from.
+    """
+
+    array: np.ndarray
+    geometry: Geometry
+    path: Path
+
+    @property
+    def spacing(self) -> tuple[float, float]:
+        """``(row_mm, col_mm)`` pixel size."""
+        return self.geometry.spacing
+
+
+@dataclass(frozen=True)
+class EchoSequence:
+    """A sequence of frames.
+
+    Attributes:
+        array: ``(T, H, W)`` frames.
+        geometry: in-plane geometry shared by all frames.
+        path: file it was read from.
+    """
+
+    array: np.ndarray
+    geometry: Geometry
+    path: Path
+
+
+def _is_mhd(path: Path) -> bool:
+    return path.name.lower().endswith(".mhd")
+
+
+def _parse_mhd_header(path: Path, limits: InputLimits) -> dict[str, str]:
+    """Read a MetaImage header as ``{key: value}`` without touching pixel data."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(path, f"cannot stat header ({exc.strerror})") from None
+    if size > limits.max_header_bytes:
+        raise InputError(path, f"header is {size} bytes, larger than {limits.max_header_bytes}")
+    try:
+        text = path.read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        raise InputError(path, "header is not ASCII text (not a MetaImage header)") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read header ({exc.strerror})") from None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise InputError(path, f"malformed header line {line[:60]!r}")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def _check_mhd(path: Path, patient_dir: Path | None, limits: InputLimits, max_dims: int) -> None:
+    """Validate a ``.mhd`` header and its data file before SimpleITK reads anything."""
+    fields = _parse_mhd_header(path, limits)
+    for key in ("NDims", "DimSize", "ElementType", "ElementDataFile"):
+        if key not in fields:
+            raise InputError(path, f"header has no {key}")
+    try:
+        ndims = int(fields["NDims"])
+        dims = [int(v) for v in fields["DimSize"].split()]
+    except ValueError:
+        raise InputError(path, "NDims/DimSize are not integers") from None
+    if ndims != len(dims) or ndims < 2:
+        raise InputError(path, f"NDims={ndims} does not match DimSize={dims}")
+    _check_dims(path, dims, max_dims, limits)
+    etype = fields["ElementType"]
+    if etype not in _MHD_TYPES:
+        raise InputError(path, f"unsupported ElementType {etype}")
+    data_name = fields["ElementDataFile"]
+    if data_name.upper() == "LOCAL":
+        raise InputError(path, "inline (LOCAL) pixel data is not accepted in a .mhd header")
+    data_path = _resolve_inside(path, data_name, patient_dir or path.parent)
+    nbytes = math.prod(dims) * _MHD_TYPES[etype] * int(fields.get("ElementNumberOfChannels", "1"))
+    compressed = fields.get("CompressedData", "False").lower() == "true"
+    actual = data_path.stat().st_size
+    if compressed:
+        if nbytes > limits.max_decoded_bytes:
+            raise InputError(path, f"decoded size {nbytes} bytes exceeds the limit")
+    elif actual != nbytes:
+        what = "truncated" if actual < nbytes else "oversized"
+        raise InputError(
+            data_path, f"raw data file is {what}: {actual} bytes, header implies {nbytes}"
+        )
+
+
+def _resolve_inside(header: Path, data_name: str, folder: Path) -> Path:
+    """Resolve an ``ElementDataFile`` and refuse anything outside ``folder``."""
+    rel = Path(data_name)
+    if rel.is_absolute() or data_name.startswith(("/", "\\")) or ":" in data_name:
+        raise InputError(header, f"ElementDataFile {data_name!r} is an absolute path")
+    if ".." in rel.parts or "\\" in data_name:
+        raise InputError(header, f"ElementDataFile {data_name!r} leaves the patient folder")
+    candidate = header.parent / rel
+    try:
+        resolved = candidate.resolve(strict=True)
+    except FileNotFoundError:
+        raise InputError(header, f"data file {data_name!r} is missing") from None
+    except (OSError, RuntimeError) as exc:
+        raise InputError(header, f"data file {data_name!r} cannot be resolved ({exc})") from None
+    if not resolved.is_relative_to(folder.resolve()):
+        raise InputError(header, f"data file {data_name!r} resolves outside the patient folder")
+    if not resolved.is_file():
+        raise InputError(header, f"data file {data_name!r} is not a regular file")
+    return resolved
+
+
+def _check_dims(path: Path, dims: list[int], max_dims: int, limits: InputLimits) -> None:
+    """Check sizes (SimpleITK order: x, y[, t]) against the limits."""
+    trailing_ones = dims[:2] + [d for d in dims[2:] if d != 1]
+    if len(trailing_ones) > max_dims:
+        raise InputError(path, f"image has {len(dims)} dimensions {dims}, expected {max_dims}")
+    if any(d < 1 for d in dims):
+        raise InputError(path, f"image size {dims} has an empty axis")
+    if max(dims[:2]) > limits.max_side_px:
+        raise InputError(path, f"image size {dims} exceeds {limits.max_side_px} pixels per side")
+    if len(dims) > 2 and math.prod(dims[2:]) > limits.max_frames:
+        raise InputError(path, f"{math.prod(dims[2:])} frames exceed the limit {limits.max_frames}")
+    if math.prod(dims) * 8 > limits.max_decoded_bytes:
+        raise InputError(path, f"image size {dims} exceeds the decoded size limit")
+
+
+def _read_sitk(path: Path, patient_dir: Path | None, limits: InputLimits, ndim: int) -> sitk.Image:
+    """Validate the header, then read the file with SimpleITK."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file is missing" if not path.exists() else "not a regular file")
+    if patient_dir is not None and not path.resolve().is_relative_to(patient_dir.resolve()):
+        raise InputError(path, "file resolves outside the patient folder")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty")
+    if _is_mhd(path):
+        _check_mhd(path, patient_dir, limits, ndim)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(os.fspath(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError(path, "not a readable image (header could not be parsed)") from None
+    dims = list(reader.GetSize())
+    _check_dims(path, dims, ndim, limits)
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(path, f"{reader.GetNumberOfComponents()} channels, expected 1")
+    if reader.GetPixelID() not in _SITK_TYPES:
+        raise InputError(path, f"unsupported pixel type {reader.GetPixelIDTypeAsString()}")
+    spacing = reader.GetSpacing()[:2]
+    if not all(math.isfinite(s) and 0 < s <= limits.max_spacing_mm for s in spacing):
+        raise InputError(path, f"implausible pixel spacing {spacing} mm")
+    try:
+        return reader.Execute()
+    except RuntimeError:
+        raise InputError(path, "pixel data is truncated or corrupt") from None
+
+
+def _geometry(image: sitk.Image) -> Geometry:
+    sx, sy = image.GetSpacing()[:2]
+    origin = image.GetOrigin()[:2]
+    direction = image.GetDirection()
+    n = image.GetDimension()
+    direction_2d = (direction[0], direction[1], direction[n], direction[n + 1])
+    return Geometry(spacing=(float(sy), float(sx)), origin=origin, direction=direction_2d)
+
+
+def _squeeze_to(array: np.ndarray, ndim: int, path: Path) -> np.ndarray:
+    while array.ndim > ndim and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != ndim:
+        raise InputError(path, f"array has shape {array.shape}, expected {ndim} dimensions")
+    return array
+
+
+def _as_intensity(array: np.ndarray, path: Path) -> np.ndarray:
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise InputError(path, "image holds NaN or infinite pixel values")
+    return array
+
+
+def _as_labels(array: np.ndarray, path: Path) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.floating) and (
+        not np.isfinite(array).all() or not np.all(array == np.round(array))
+    ):
+        raise InputError(path, "label map holds non-integer values")
+    values = {int(v) for v in np.unique(array)}
+    unknown = sorted(values - _VALID_LABELS)
+    if unknown:
+        raise InputError(path, f"label map holds unknown labels {unknown[:8]} (expected 0-3)")
+    return array.astype(np.uint8)
+
+
+def read_image(
+    path: Path | str,
+    *,
+    patient_dir: Path | None = None,
+    labels: bool = False,
+    limits: InputLimits = DEFAULT_LIMITS,
+) -> EchoImage:
+    """Read a 2-D CAMUS still frame or label map.
+
+    Args:
+        path: ``.nii.gz`` or ``.mhd`` file.
+        patient_dir: folder the file and its data file must stay inside (defaults to the
+            file's own folder for ``.mhd`` data files).
+        labels: True for a ground-truth label map (values must be in 0-3, returned as uint8).
+        limits: size limits checked before pixels are allocated.
+
+    Returns:
+        EchoImage with ``array`` ``(H, W)`` (float32 intensities, or uint8 labels) and spacing
+        ``(row_mm, col_mm)``.
+
+    Raises:
+        InputError: the file is missing, malformed, too large, not 2-D, or holds bad values.
+    """
+    path = Path(path)
+    image = _read_sitk(path, patient_dir, limits, ndim=2)
+    array = _squeeze_to(sitk.GetArrayFromImage(image), 2, path)
+    array = _as_labels(array, path) if labels else _as_intensity(array, path)
+    return EchoImage(array=array, geometry=_geometry(image), path=path)
+
+
+def read_sequence(
+    path: Path | str,
+    *,
+    patient_dir: Path | None = None,
+    labels: bool = False,
+    limits: InputLimits = DEFAULT_LIMITS,
+) -> EchoSequence:
+    """Read a CAMUS (half) sequence.
+
+    Args:
+        path: ``.nii.gz`` or ``.mhd`` file holding frames along the third axis.
+        patient_dir: folder the file must stay inside.
+        labels: True for a per-frame label map.
+        limits: size limits checked before pixels are allocated.
+
+    Returns:
+        EchoSequence with ``array`` ``(T, H, W)`` and spacing ``(row_mm, col_mm)``.
+
+    Raises:
+        InputError: the file is missing, malformed, too large or holds bad values.
+    """
+    path = Path(path)
+    image = _read_sitk(path, patient_dir, limits, ndim=3)
+    array = sitk.GetArrayFromImage(image)
+    if array.ndim == 2:
+        array = array[None]
+    array = _as_labels(array, path) if labels else _as_intensity(array, path)
+    return EchoSequence(array=array, geometry=_geometry(image), path=path)
+
+
+_INT_KEYS = {"ED": "ed_frame", "ES": "es_frame", "NbFrame": "n_frames"}
+_FLOAT_KEYS = {
+    "Age": "age",
+    "EF": "ef_pct",
+    "LVef": "ef_pct",
+    "LVedv": "edv_ml",
+    "LVesv": "esv_ml",
+    "FrameRate": "frame_rate_hz",
+}
+_STR_KEYS = {"Sex": "sex", "ImageQuality": "image_quality"}
+
+
+def parse_cfg(path: Path | str, *, limits: InputLimits = DEFAULT_LIMITS) -> CfgInfo:
+    """Parse a CAMUS ``Info_{2CH,4CH}.cfg`` file of either release.
+
+    2019 files carry ``LVedv``, ``LVesv`` and ``LVef``; 2023 files carry ``EF`` and ``FrameRate``.
+    Lines are ``Key: value``; unknown keys are kept in ``extra``.
+
+    Args:
+        path: cfg file.
+        limits: ``max_header_bytes`` bounds the file size.
+
+    Returns:
+        CfgInfo with typed fields.
+
+    Raises:
+        CfgError: the file is missing, not text, has a line without ``:``, a value of the wrong
+            type, or inconsistent frame indices.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > limits.max_header_bytes:
+            raise CfgError(path, "file is too large to be a cfg file")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CfgError(path, "not a text file") from None
+    except OSError as exc:
+        raise CfgError(path, f"cannot read ({exc.strerror or exc})") from None
+    values: dict[str, object] = {}
+    extra: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, raw = line.partition(":")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise CfgError(path, f"line {number} is not 'Key: value': {line[:60]!r}")
+        try:
+            if key in _INT_KEYS:
+                values[_INT_KEYS[key]] = int(raw)
+            elif key in _FLOAT_KEYS:
+                number_value = float(raw)
+                if not math.isfinite(number_value):
+                    raise ValueError(raw)
+                values[_FLOAT_KEYS[key]] = number_value
+            elif key in _STR_KEYS:
+                values[_STR_KEYS[key]] = raw
+            else:
+                extra[key] = raw
+        except ValueError:
+            raise CfgError(path, f"key {key} has a bad value {raw[:40]!r}") from None
+    info = CfgInfo(**values, extra=extra)  # type: ignore[arg-type]
+    n = info.n_frames
+    for name, frame in (("ED", info.ed_frame), ("ES", info.es_frame)):
+        if frame is not None and (frame < 1 or (n is not None and frame > n)):
+            raise CfgError(path, f"{name} frame {frame} is outside 1..{n}")
+    return info

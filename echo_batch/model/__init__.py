@@ -1,0 +1,1 @@
+"""U-Net segmentation: architecture, bundle, training and inference."""

@@ -1,0 +1,145 @@
+"""Model bundle: ``model.pt`` (state dict) and ``metadata.json`` in one directory.
+
+Weights are loaded with ``weights_only=True`` and their sha256 is checked against the metadata
+before loading, so a bundle cannot execute code or be swapped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from echo_batch.errors import EchoBatchError
+from echo_batch.model.unet import UNet, UNetConfig
+
+WEIGHTS_FILE = "model.pt"
+METADATA_FILE = "metadata.json"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "camus224-unet"
+
+
+class BundleError(EchoBatchError):
+    """A model bundle is missing, inconsistent or tampered with."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle.
+
+    Attributes:
+        path: bundle directory.
+        metadata: parsed ``metadata.json``.
+        state_dict: verified weights.
+    """
+
+    path: Path
+    metadata: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+
+    @property
+    def config(self) -> UNetConfig:
+        """Architecture parameters."""
+        return UNetConfig.from_dict(self.metadata["architecture"]["params"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the network input."""
+        rows, cols = self.metadata["input"]["size"]
+        return int(rows), int(cols)
+
+    @property
+    def model_id(self) -> str:
+        """Bundle name plus the first 12 hex digits of the weights' sha256."""
+        return f"{self.metadata['name']}@{self.metadata['sha256'][:12]}"
+
+    def build(self) -> UNet:
+        """A UNet in eval mode with the bundle's weights."""
+        model = UNet(self.config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and an atomic rename."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_bundle(
+    directory: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]
+) -> Path:
+    """Write weights and metadata; the metadata gets the weights' sha256.
+
+    Args:
+        directory: bundle directory (created).
+        state_dict: model weights.
+        metadata: everything but ``sha256``.
+
+    Returns:
+        The bundle directory.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    tmp = weights.with_suffix(".pt.tmp")
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
+    os.replace(tmp, weights)
+    write_json_atomic(directory / METADATA_FILE, {**metadata, "sha256": sha256_file(weights)})
+    return directory
+
+
+def update_metadata(directory: Path, **fields: Any) -> dict[str, Any]:
+    """Merge fields into ``metadata.json`` (the sha256 stays that of the weights)."""
+    path = directory / METADATA_FILE
+    metadata = json.loads(path.read_text(encoding="utf-8"))
+    metadata.update(fields)
+    write_json_atomic(path, metadata)
+    return metadata
+
+
+def load_bundle(directory: Path | str | None = None) -> Bundle:
+    """Load and verify a bundle.
+
+    Args:
+        directory: bundle directory; the default bundle shipped with the package when None.
+
+    Returns:
+        The verified Bundle.
+
+    Raises:
+        BundleError: files missing, metadata unreadable, or sha256 mismatch.
+    """
+    path = Path(directory) if directory is not None else DEFAULT_BUNDLE
+    weights, meta_path = path / WEIGHTS_FILE, path / METADATA_FILE
+    if not weights.is_file() or not meta_path.is_file():
+        raise BundleError(f"{path}: not a model bundle (needs {WEIGHTS_FILE} and {METADATA_FILE})")
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{meta_path}: unreadable metadata ({exc})") from None
+    expected = metadata.get("sha256")
+    actual = sha256_file(weights)
+    if expected != actual:
+        raise BundleError(
+            f"{weights}: sha256 {actual[:12]}... does not match metadata "
+            f"({str(expected)[:12]}...); the weights were changed or corrupted"
+        )
+    try:
+        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad files
+        raise BundleError(f"{weights}: cannot load weights ({exc})") from None
+    return Bundle(path=path, metadata=metadata, state_dict=state_dict)

@@ -1,0 +1,175 @@
+"""Typed output rows; the Parquet schemas are derived from them (DESIGN.md section 5.2).
+
+Units are part of the field names (``_ml``, ``_mm``, ``_mm2``, ``_pct``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1.0"
+
+UNITS = {
+    "_ml": "mL",
+    "_mm2": "mm^2",
+    "_mm": "mm",
+    "_pct": "percent",
+}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One row of ``images.parquet``: one (patient, view, instant) still frame.
+
+    Attributes:
+        patient_id: patient folder name.
+        view: "2CH" or "4CH".
+        instant: "ED" or "ES".
+        status: "ok" or "failed".
+        error: reason of a failure, naming the file, or None.
+        segmentation: "model" or "gt": which mask was measured.
+        height: rows of the native image, pixels.
+        width: columns of the native image, pixels.
+        spacing_row_mm: row (depth) pixel size.
+        spacing_col_mm: column (lateral) pixel size.
+        lv_area_mm2: LV cavity area.
+        lv_length_mm: LV long axis, base midpoint to apex.
+        volume_single_ml: single-plane Simpson volume (20 disks).
+        volume_area_length_ml: single-plane area-length volume, for comparison.
+        dice_lv: Dice of the LV cavity against ground truth (null without it).
+        dice_myo: Dice of the myocardium against ground truth.
+        dice_la: Dice of the left atrium against ground truth.
+        hd_lv_mm: Hausdorff distance of the LV contour (maximum).
+        hd95_lv_mm: 95th percentile Hausdorff distance of the LV contour.
+        mad_lv_mm: mean absolute distance of the LV contour.
+        confidence: mean max-probability of the model inside the predicted heart (null for gt).
+    """
+
+    patient_id: str
+    view: str
+    instant: str
+    status: str
+    error: str | None = None
+    segmentation: str = "model"
+    height: int | None = None
+    width: int | None = None
+    spacing_row_mm: float | None = None
+    spacing_col_mm: float | None = None
+    lv_area_mm2: float | None = None
+    lv_length_mm: float | None = None
+    volume_single_ml: float | None = None
+    volume_area_length_ml: float | None = None
+    dice_lv: float | None = None
+    dice_myo: float | None = None
+    dice_la: float | None = None
+    hd_lv_mm: float | None = None
+    hd95_lv_mm: float | None = None
+    mad_lv_mm: float | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    """One row of ``patients.parquet``.
+
+    Attributes:
+        patient_id: patient folder name.
+        split: official split or "none".
+        status: "ok" (both views, biplane EF), "partial" (single-plane results only) or "failed".
+        error: reasons of failures and missing data, or None.
+        edv_ml: end-diastolic volume, biplane Simpson (guideline h per instant).
+        esv_ml: end-systolic volume, biplane Simpson.
+        ef_pct: EF from the biplane volumes (primary result).
+        edv_2ch_ml: single-plane Simpson EDV in the 2-chamber view.
+        esv_2ch_ml: single-plane Simpson ESV in the 2-chamber view.
+        ef_2ch_pct: EF from the 2-chamber single-plane volumes.
+        edv_4ch_ml: single-plane Simpson EDV in the 4-chamber view.
+        esv_4ch_ml: single-plane Simpson ESV in the 4-chamber view.
+        ef_4ch_pct: EF from the 4-chamber single-plane volumes.
+        edv_camus_ml: CAMUS-compatible biplane EDV (rounded to mL).
+        esv_camus_ml: CAMUS-compatible biplane ESV (rounded to mL).
+        ef_camus_pct: CAMUS-compatible EF (rounded to an integer).
+        ef_category: EF category of ``ef_pct`` (clinical table).
+        ef_ref_pct: EF of the cfg file (reference), null if none.
+        edv_ref_ml: ``LVedv`` of a 2019 cfg, null if none.
+        esv_ref_ml: ``LVesv`` of a 2019 cfg, null if none.
+        ef_gt_pct: ``ef_pct`` computed on the ground-truth masks, null if none.
+        ef_camus_gt_pct: ``ef_camus_pct`` computed on the ground-truth masks, null if none.
+        image_quality: ``ImageQuality`` of the 2CH cfg.
+        qc_pass: False when a blocking quality flag is set.
+        qc_flags: quality flags that were raised.
+        model_id: bundle name and weight hash, or "gt".
+    """
+
+    patient_id: str
+    split: str
+    status: str
+    error: str | None = None
+    edv_ml: float | None = None
+    esv_ml: float | None = None
+    ef_pct: float | None = None
+    edv_2ch_ml: float | None = None
+    esv_2ch_ml: float | None = None
+    ef_2ch_pct: float | None = None
+    edv_4ch_ml: float | None = None
+    esv_4ch_ml: float | None = None
+    ef_4ch_pct: float | None = None
+    edv_camus_ml: float | None = None
+    esv_camus_ml: float | None = None
+    ef_camus_pct: float | None = None
+    ef_category: str | None = None
+    ef_ref_pct: float | None = None
+    edv_ref_ml: float | None = None
+    esv_ref_ml: float | None = None
+    ef_gt_pct: float | None = None
+    ef_camus_gt_pct: float | None = None
+    image_quality: str | None = None
+    qc_pass: bool = False
+    qc_flags: list[str] = field(default_factory=list)
+    model_id: str = ""
+
+
+_ARROW_TYPES: dict[object, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    list[str]: pa.list_(pa.string()),
+}
+
+
+def _arrow_field(name: str, hint: object) -> pa.Field:
+    nullable = False
+    if isinstance(hint, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(hint))
+        (hint,) = args
+    unit = next((u for suffix, u in UNITS.items() if name.endswith(suffix)), None)
+    meta = {b"unit": unit.encode()} if unit else None
+    return pa.field(name, _ARROW_TYPES[hint], nullable=nullable, metadata=meta)
+
+
+def arrow_schema(record_type: type) -> pa.Schema:
+    """Arrow schema of a record dataclass, with units as field metadata.
+
+    Args:
+        record_type: :class:`PatientRecord` or :class:`ImageRecord`.
+
+    Returns:
+        Schema with one field per dataclass field, in order.
+    """
+    hints = typing.get_type_hints(record_type)
+    fields = [_arrow_field(f.name, hints[f.name]) for f in dataclasses.fields(record_type)]
+    return pa.schema(fields)
+
+
+def to_table(records: typing.Sequence[object], record_type: type) -> pa.Table:
+    """Records to an Arrow table with the derived schema."""
+    names = [f.name for f in dataclasses.fields(record_type)]
+    columns = {name: [getattr(r, name) for r in records] for name in names}
+    return pa.Table.from_pydict(columns, schema=arrow_schema(record_type))
