@@ -214,7 +214,9 @@ def discover(root: Path | str) -> Manifest:
             except OSError:
                 is_dir = False
             if not is_dir:
-                if not entry.name.endswith((".txt", ".csv", ".md", ".json")):
+                if entry.is_symlink() and not path.exists():
+                    problems.append(Problem(path, "dangling symlink or symlink loop"))
+                elif not entry.name.endswith((".txt", ".csv", ".md", ".json")):
                     problems.append(Problem(path, "stray file next to the patient folders"))
                 continue
             pid = entry.name

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,17 +150,117 @@ def _check_mhd(path: Path, patient_dir: Path | None, limits: InputLimits, max_di
     if data_name.upper() == "LOCAL":
         raise InputError(path, "inline (LOCAL) pixel data is not accepted in a .mhd header")
     data_path = _resolve_inside(path, data_name, patient_dir or path.parent)
-    nbytes = math.prod(dims) * _MHD_TYPES[etype] * int(fields.get("ElementNumberOfChannels", "1"))
+    try:
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+    except ValueError:
+        raise InputError(path, "ElementNumberOfChannels is not an integer") from None
+    if channels != 1:
+        raise InputError(path, f"{channels} channels, expected 1")
+    nbytes = math.prod(dims) * _MHD_TYPES[etype]
     compressed = fields.get("CompressedData", "False").lower() == "true"
     actual = data_path.stat().st_size
     if compressed:
         if nbytes > limits.max_decoded_bytes:
             raise InputError(path, f"decoded size {nbytes} bytes exceeds the limit")
+        decoded = _inflate_bounded(data_path, nbytes, zlib.decompressobj(), report=path)
+        if len(decoded) != nbytes:
+            raise InputError(
+                path,
+                f"pixel data is truncated or corrupt: {data_path.name} decodes to {len(decoded)} "
+                f"bytes, header implies {nbytes}",
+            )
     elif actual != nbytes:
         what = "truncated" if actual < nbytes else "oversized"
         raise InputError(
             data_path, f"raw data file is {what}: {actual} bytes, header implies {nbytes}"
         )
+
+
+def _inflate_bounded(path: Path, limit: int, inflater, report: Path | None = None) -> bytes:
+    """Decompress a file, never producing more than ``limit + 1`` bytes.
+
+    Args:
+        path: compressed file.
+        limit: expected decoded size, bytes.
+        inflater: ``zlib.decompressobj`` configured for the container (zlib or gzip).
+        report: file named in errors (default ``path``).
+
+    Returns:
+        The decoded bytes (longer than ``limit`` only by one byte, to detect oversize).
+
+    Raises:
+        InputError: the stream is corrupt or truncated.
+    """
+    out = bytearray()
+    try:
+        with path.open("rb") as fh:
+            while len(out) <= limit:
+                block = fh.read(1 << 16)
+                if not block:
+                    break
+                out += inflater.decompress(block, limit + 1 - len(out))
+                while inflater.unconsumed_tail and len(out) <= limit:
+                    out += inflater.decompress(inflater.unconsumed_tail, limit + 1 - len(out))
+    except zlib.error as exc:
+        raise InputError(
+            report or path, f"not a readable image: compressed data is truncated or corrupt ({exc})"
+        ) from None
+    return bytes(out)
+
+
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _check_nifti(path: Path, limits: InputLimits, max_dims: int) -> None:
+    """Check a NIfTI-1 file's pixel payload before SimpleITK reads it.
+
+    SimpleITK silently zero-fills a truncated NIfTI payload and turns NaN/inf into 0, so the
+    decoded length and the float values are checked here on the raw bytes.
+    """
+    gz = path.name.lower().endswith(".gz")
+    if gz:
+        head = _inflate_bounded(path, 352, zlib.decompressobj(wbits=47))
+    else:
+        with path.open("rb") as fh:
+            head = fh.read(352)
+    if len(head) < 348:
+        raise InputError(path, "not a readable image (NIfTI header shorter than 348 bytes)")
+    for endian in "<>":
+        if struct.unpack(endian + "i", head[:4])[0] == 348:
+            break
+    else:
+        return  # not NIfTI-1; SimpleITK decides
+    dims = struct.unpack(endian + "8h", head[40:56])
+    datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
+    vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1 : ndim + 1]):
+        raise InputError(path, f"invalid NIfTI dimensions {list(dims[1 : ndim + 1])}")
+    _check_dims(path, list(dims[1 : ndim + 1]), max_dims, limits)
+    nbytes = math.prod(dims[1 : ndim + 1]) * max(bitpix, 8) // 8
+    if nbytes > limits.max_decoded_bytes:
+        raise InputError(path, f"decoded size {nbytes} bytes exceeds the limit")
+    expected = max(vox_offset, 348) + nbytes
+    if gz:
+        data = _inflate_bounded(path, expected, zlib.decompressobj(wbits=47))
+    else:
+        data = path.read_bytes() if path.stat().st_size <= expected + 1 else b""
+        if not data:
+            return
+    if len(data) < expected:
+        raise InputError(
+            path,
+            f"pixel data is truncated or corrupt: {len(data)} bytes, header implies {expected}",
+        )
+    if datatype in _NIFTI_FLOAT_TYPES:
+        values = np.frombuffer(
+            data,
+            dtype=endian + _NIFTI_FLOAT_TYPES[datatype],
+            count=nbytes // (bitpix // 8),
+            offset=expected - nbytes,
+        )
+        if not np.isfinite(values).all():
+            raise InputError(path, "image holds NaN or infinite pixel values")
 
 
 def _resolve_inside(header: Path, data_name: str, folder: Path) -> Path:
@@ -208,6 +310,8 @@ def _read_sitk(path: Path, patient_dir: Path | None, limits: InputLimits, ndim: 
         raise InputError(path, "file is empty")
     if _is_mhd(path):
         _check_mhd(path, patient_dir, limits, ndim)
+    elif path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti(path, limits, ndim)
     reader = sitk.ImageFileReader()
     reader.SetFileName(os.fspath(path))
     try:
@@ -219,7 +323,8 @@ def _read_sitk(path: Path, patient_dir: Path | None, limits: InputLimits, ndim: 
     if reader.GetNumberOfComponents() != 1:
         raise InputError(path, f"{reader.GetNumberOfComponents()} channels, expected 1")
     if reader.GetPixelID() not in _SITK_TYPES:
-        raise InputError(path, f"unsupported pixel type {reader.GetPixelIDTypeAsString()}")
+        pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+        raise InputError(path, f"unsupported pixel type {pixel_type}")
     spacing = reader.GetSpacing()[:2]
     if not all(math.isfinite(s) and 0 < s <= limits.max_spacing_mm for s in spacing):
         raise InputError(path, f"implausible pixel spacing {spacing} mm")
@@ -358,7 +463,7 @@ def parse_cfg(path: Path | str, *, limits: InputLimits = DEFAULT_LIMITS) -> CfgI
     try:
         if path.stat().st_size > limits.max_header_bytes:
             raise CfgError(path, "file is too large to be a cfg file")
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise CfgError(path, "not a text file") from None
     except OSError as exc:
