@@ -13,14 +13,46 @@ import pytest
 from echo_batch.records import SCHEMA_VERSION, ImageRecord, PatientRecord, arrow_schema
 from echo_batch.store import write_results, write_run_record
 
-REQUIRED_PATIENT = (
-    "patient_id status error edv_ml esv_ml ef_pct edv_2ch_ml esv_2ch_ml ef_2ch_pct edv_4ch_ml "
-    "esv_4ch_ml ef_4ch_pct ef_camus_pct ef_ref_pct ef_gt_pct qc_pass qc_flags model_id"
-).split()
-REQUIRED_IMAGE = (
-    "patient_id view instant status error height width spacing_row_mm spacing_col_mm lv_area_mm2 "
-    "lv_length_mm volume_single_ml dice_lv dice_myo dice_la hd_lv_mm mad_lv_mm confidence"
-).split()
+REQUIRED_PATIENT = [
+    "patient_id",
+    "status",
+    "error",
+    "edv_ml",
+    "esv_ml",
+    "ef_pct",
+    "edv_2ch_ml",
+    "esv_2ch_ml",
+    "ef_2ch_pct",
+    "edv_4ch_ml",
+    "esv_4ch_ml",
+    "ef_4ch_pct",
+    "ef_camus_pct",
+    "ef_ref_pct",
+    "ef_gt_pct",
+    "qc_pass",
+    "qc_flags",
+    "model_id",
+]
+REQUIRED_IMAGE = [
+    "patient_id",
+    "view",
+    "instant",
+    "status",
+    "error",
+    "height",
+    "width",
+    "spacing_row_mm",
+    "spacing_col_mm",
+    "lv_area_mm2",
+    "lv_length_mm",
+    "volume_single_ml",
+    "dice_lv",
+    "dice_myo",
+    "dice_la",
+    "hd_lv_mm",
+    "mad_lv_mm",
+    "confidence",
+]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,145 @@
+"""CAMUS-compatible biplane: resampling conventions, synthetic shapes and real camus224 patients."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from echo_batch.camus_method import (
+    CamusDiameters,
+    CamusFailure,
+    CamusResult,
+    camus_biplane,
+    camus_diameters,
+    resize_nearest,
+    to_isotropic,
+    upsample_bilinear,
+)
+from echo_batch.domain import IMAGE_KEYS, ImageKey, Instant, Label, View
+
+CAMUS224 = Path(__file__).resolve().parents[2] / "shared" / "camus224"
+
+
+def half_ellipse(a_px: float, c_px: float, shape: tuple[int, int] = (160, 120)) -> np.ndarray:
+    """Binary half-ellipse, flat base at row 120, apex up, centred in the columns."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    v, w = 120 - yy, xx - shape[1] / 2
+    return ((v >= 0) & ((w / a_px) ** 2 + (v / c_px) ** 2 <= 1)).astype(np.uint8)
+
+
+def test_resize_nearest_matches_pil() -> None:
+    pil = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (37, 224), dtype=np.uint8)
+    for width in (224, 271, 272, 301, 389):
+        expected = np.array(pil.fromarray(image).resize((width, 53), pil.Resampling.NEAREST))
+        np.testing.assert_array_equal(resize_nearest(image, (53, width)), expected)
+
+
+def test_isotropic_resampling_sizes() -> None:
+    iso, s = to_isotropic(np.ones((224, 224), np.uint8), (0.5, 0.75))
+    assert s == 0.5
+    assert iso.shape == (224, 336)
+
+
+def test_upsampling_inverts_a_corner_aligned_grid() -> None:
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:8, 3:7] = 1
+    up, spacing = upsample_bilinear(mask, (1.0, 2.0), 0.5)
+    assert up.shape == (19, 37)
+    assert spacing == pytest.approx((0.5, 0.5))
+    np.testing.assert_array_equal(up[::2, ::4], mask)  # original pixel centres keep their label
+
+
+def test_half_ellipse_base_apex_and_diameters() -> None:
+    result = camus_diameters(half_ellipse(30, 90), (1.0, 1.0))
+    assert isinstance(result, CamusDiameters)
+    # base chord along the flat base (row ~120.5), apex at the tip (row ~30)
+    assert np.all(np.abs(result.base_px[:, 0] - 120.5) <= 1.0)
+    assert result.apex_px[0] == pytest.approx(30.5, abs=1.0)
+    assert result.length_mm == pytest.approx(90.0, abs=1.5)
+    # disk 0 lies on the base: width of the ellipse at v = 0 (marching ends one step outside)
+    assert result.diameters_mm[0] == pytest.approx(61.0, abs=2.0)
+    assert np.all(np.diff(result.diameters_mm) <= 0.5)  # narrowing towards the apex
+
+
+def test_identical_ed_and_es_give_zero_ef_and_volume_of_the_shape() -> None:
+    masks = {key: half_ellipse(30, 90) for key in IMAGE_KEYS}
+    spacings = dict.fromkeys(IMAGE_KEYS, (0.5, 0.5))
+    result = camus_biplane(masks, spacings)
+    assert isinstance(result, CamusResult)
+    assert result.ef_pct == 0
+    assert result.edv_ml == result.esv_ml
+    # disks start at the base (fractions 0..0.95): slightly above the half spheroid 2/3 pi a^2 c
+    spheroid = 2 / 3 * math.pi * 15.0**2 * 45.0 / 1000
+    assert spheroid * 0.95 <= result.edv_ml <= spheroid * 1.15
+
+
+def test_smaller_es_gives_positive_ef() -> None:
+    masks = {
+        ImageKey(v, Instant.ED): half_ellipse(30, 90) * Label.LV for v in (View.A2C, View.A4C)
+    } | {ImageKey(v, Instant.ES): half_ellipse(22, 75) * Label.LV for v in (View.A2C, View.A4C)}
+    result = camus_biplane(masks, dict.fromkeys(IMAGE_KEYS, (0.5, 0.5)))
+    assert isinstance(result, CamusResult)
+    assert 40 < result.ef_pct < 75
+
+
+def test_missing_and_empty_images_fail() -> None:
+    masks = {key: half_ellipse(30, 90) for key in IMAGE_KEYS}
+    spacings = dict.fromkeys(IMAGE_KEYS, (0.5, 0.5))
+    partial = {k: v for k, v in masks.items() if k != ImageKey(View.A4C, Instant.ES)}
+    assert isinstance(camus_biplane(partial, spacings), CamusFailure)
+    empty = masks | {ImageKey(View.A2C, Instant.ED): np.zeros((50, 50), np.uint8)}
+    failure = camus_biplane(empty, spacings)
+    assert isinstance(failure, CamusFailure)
+    assert "2CH_ED" in failure.reason
+
+
+def _reference_rows() -> dict[str, dict[str, str]]:
+    if not (CAMUS224 / "reference.csv").is_file():
+        pytest.skip(f"camus224 not found at {CAMUS224}")
+    with (CAMUS224 / "reference.csv").open() as f:
+        return {row["patient"]: row for row in csv.DictReader(f)}
+
+
+def _patient(pid: str) -> tuple[dict[ImageKey, np.ndarray], dict[ImageKey, tuple[float, float]]]:
+    from echo_batch.io import read_image
+
+    masks, spacings = {}, {}
+    for key in IMAGE_KEYS:
+        image = read_image(
+            CAMUS224 / "database_nifti" / pid / f"{pid}_{key}_gt.nii.gz", labels=True
+        )
+        masks[key], spacings[key] = image.array, image.spacing
+    return masks, spacings
+
+
+# spread over the cohort, including the hard 224-grid cases 0039, 0075 and 0217
+REAL_PATIENTS = [f"patient{n:04d}" for n in (1, 7, 9, 39, 75, 120, 217, 306, 402, 500)]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("pid", REAL_PATIENTS)
+def test_real_patients_reproduce_the_reference_implementation(pid: str) -> None:
+    row = _reference_rows()[pid]
+    result = camus_biplane(*_patient(pid))
+    assert isinstance(result, CamusResult)
+    assert (result.edv_ml, result.esv_ml, result.ef_pct) == (
+        int(row["edv_gt_ref"]),
+        int(row["esv_gt_ref"]),
+        int(row["ef_gt_ref"]),
+    )
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("pid", ["patient0039", "patient0075"])
+def test_native_grid_variant_reproduces_its_reference(pid: str) -> None:
+    row = _reference_rows()[pid]
+    result = camus_biplane(*_patient(pid), native_spacing_mm=0.308)
+    assert isinstance(result, CamusResult)
+    assert result.ef_pct == int(row["ef_gt_ref_native_grid"])
+    assert abs(result.ef_pct - int(row["cfg_ef"])) <= 2
