@@ -1,0 +1,177 @@
+"""Writers for CAMUS-style images, label maps, sequences and cfg files (``.nii.gz`` and ``.mhd``).
+
+The twin of :mod:`echo_batch.io`: whatever is written here reads back through
+:func:`echo_batch.io.read_image` / :func:`echo_batch.io.read_sequence` with the same array and
+spacing.
+
+Warning:
+    Arrays are ``(H, W)`` (or ``(T, H, W)``) and spacing is ``(row_mm, col_mm)`` everywhere in this
+    package, but SimpleITK wants spacing as ``(x, y)`` = ``(col_mm, row_mm)``. The swap happens here
+    and nowhere else; never pass a SimpleITK-ordered spacing to these functions.
+
+Every file is written atomically: to a hidden temporary name (``.tmp-*``) in the target's folder,
+then renamed into place. For ``.mhd`` the ``.raw`` data file is renamed first and the header, its
+``ElementDataFile`` rewritten to the final relative ``.raw`` name, last, so a header never points to
+a missing or temporary data file. A crash leaves at most hidden ``.tmp-*`` files, never a half file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+__all__ = ["write_cfg", "write_image", "write_text"]
+
+_SUFFIXES = (".nii.gz", ".nii", ".mhd")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise ValueError(f"{path}: unsupported image file type (use .nii.gz, .nii or .mhd)")
+
+
+def _temp_name(path: Path, suffix: str) -> Path:
+    """A fresh hidden name in the target's folder with the same suffix (same file system)."""
+    return path.with_name(f".tmp-{secrets.token_hex(6)}-{path.name[: -len(suffix)]}{suffix}")
+
+
+def write_image(
+    path: Path | str,
+    array: np.ndarray,
+    spacing: tuple[float, float],
+    origin: tuple[float, float] = (0.0, 0.0),
+) -> Path:
+    """Write a still frame, label map or sequence with SimpleITK, atomically.
+
+    Args:
+        path: target ``.nii.gz`` (or ``.nii``) or ``.mhd`` file. For ``.mhd`` an uncompressed
+            ``.raw`` data file of the same stem is written beside it and the header names it by
+            its relative file name (``ElementDataFile = patient0001_2CH_ED.raw``).
+        array: ``(H, W)`` image or label map, or ``(T, H, W)`` sequence, row 0 at the probe. The
+            dtype is kept (use uint8 for CAMUS images and labels).
+        spacing: ``(row_mm, col_mm)`` pixel size in mm, i.e. in array-axis order. NOT SimpleITK's
+            ``(x, y)`` order: the swap to ``(col_mm, row_mm)`` is done here.
+        origin: SimpleITK physical origin ``(x, y)`` in mm (as in
+            :class:`echo_batch.io.Geometry`); sequences get a third coordinate 0.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: unsupported suffix, array not 2-D or 3-D, or non-positive spacing.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    array = np.asarray(array)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{path}: array has shape {array.shape}, expected (H, W) or (T, H, W)")
+    row_mm, col_mm = (float(s) for s in spacing)
+    if not (row_mm > 0 and col_mm > 0):
+        raise ValueError(f"{path}: spacing {spacing} must be positive (row_mm, col_mm)")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=False)
+    if array.ndim == 2:
+        image.SetSpacing((col_mm, row_mm))
+        image.SetOrigin((float(origin[0]), float(origin[1])))
+    else:
+        image.SetSpacing((col_mm, row_mm, 1.0))
+        image.SetOrigin((float(origin[0]), float(origin[1]), 0.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = _temp_name(path, suffix)
+    staged_raw = staged.with_name(staged.name[: -len(".mhd")] + ".raw")
+    try:
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(os.fspath(staged))
+        # .mhd: uncompressed .raw like CAMUS 2019; .nii.gz: gzip implied by the suffix.
+        writer.SetUseCompression(suffix == ".nii.gz")
+        writer.Execute(image)
+        if suffix == ".mhd":
+            _finish_mhd(staged, staged_raw, path)
+        else:
+            os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+        if suffix == ".mhd":
+            staged_raw.unlink(missing_ok=True)
+    return path
+
+
+def _finish_mhd(staged: Path, staged_raw: Path, path: Path) -> None:
+    """Move a staged ``.mhd``/``.raw`` pair into place, pointing the header at the final name."""
+    raw_name = path.name[: -len(".mhd")] + ".raw"
+    lines = staged.read_text(encoding="ascii").splitlines()
+    keys = [line.partition("=")[0].strip() for line in lines]
+    if keys.count("ElementDataFile") != 1:
+        raise RuntimeError(f"{staged}: SimpleITK wrote an unexpected MetaImage header")
+    lines[keys.index("ElementDataFile")] = f"ElementDataFile = {raw_name}"
+    os.replace(staged_raw, path.parent / raw_name)
+    _write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"cfg value {text[:40]!r} spans several lines")
+    return text
+
+
+def write_cfg(path: Path | str, mapping: Mapping[str, object]) -> Path:
+    """Write a CAMUS ``Info_{VIEW}.cfg`` file as ``Key: value`` lines, atomically.
+
+    Args:
+        path: target file.
+        mapping: keys in the order to write; values are written with ``str`` (floats with
+            ``repr``, so they parse back to the same float). Round values before passing them
+            when a shorter text is wanted.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: a key is empty or holds ``:``, or a value spans several lines.
+    """
+    path = Path(path)
+    lines = []
+    for key, value in mapping.items():
+        if not key or ":" in key or key != key.strip():
+            raise ValueError(f"bad cfg key {key!r}")
+        lines.append(f"{key}: {_format_value(value)}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write_text_atomic(path, "".join(lines))
+
+
+def _write_text_atomic(path: Path, text: str) -> Path:
+    """Write a small text file through a temporary file in the same folder and rename it."""
+    tmp = _temp_name(path, ".tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write a small text file (split lists, CSV tables) atomically.
+
+    Args:
+        path: target file; its folder is created when missing.
+        text: full contents.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write_text_atomic(path, text)
