@@ -88,6 +88,128 @@ def train(
     run_training(data, out, config, device_name=device, resume=resume, max_minutes=max_minutes)
 
 
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort into.")],
+    patients: Annotated[int, typer.Option(help="Number of patients.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    fmt: Annotated[
+        str, typer.Option("--format", help="nifti (2023 layout) or mhd (2019).")
+    ] = "nifti",
+    max_side: Annotated[
+        int | None, typer.Option(help="Draw every view on a max_side x max_side grid (scale runs).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Write a CAMUS-layout cohort of analytic LV shapes with known volumes (truth.csv)."""
+    from echo_batch.synth import synth_cohort
+
+    _setup_logging(verbose)
+    if fmt not in ("nifti", "mhd"):
+        raise typer.BadParameter("--format must be nifti or mhd")
+    if patients < 1:
+        raise typer.BadParameter("--patients must be >= 1")
+    root = synth_cohort(out, patients, seed=seed, fmt=fmt, max_side=max_side)
+    typer.echo(f"wrote {patients} synthetic patients to {root} (truth in {root / 'truth.csv'})")
+
+
+@app.command()
+def evaluate(
+    data: DataArg,
+    model: Annotated[Path | None, typer.Option(help="Model bundle (default: bundled).")] = None,
+    split: Annotated[str, typer.Option(help="training, validation or testing.")] = "testing",
+    record: Annotated[
+        bool, typer.Option(help="Write the metrics into the bundle metadata.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Segmentation metrics per instant and EF agreement of a bundle on one split."""
+    from echo_batch.domain import Split
+    from echo_batch.model.bundle import DEFAULT_BUNDLE
+    from echo_batch.model.evaluate import evaluate_bundle
+
+    _setup_logging(verbose)
+    metrics = evaluate_bundle(model or DEFAULT_BUNDLE, data, Split(split), record=record)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command()
+def run(
+    data: DataArg,
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the Parquet files.")],
+    model: Annotated[Path | None, typer.Option(help="Model bundle (default: bundled).")] = None,
+    segmentation: Annotated[
+        str, typer.Option(help="model: segment with the U-Net; gt: measure the expert masks.")
+    ] = "model",
+    chunk_size: Annotated[int, typer.Option(help="Patients per chunk.")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Measure every discovered patient and write patients.parquet, images.parquet, run.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from echo_batch.discovery import discover as run_discovery
+    from echo_batch.domain import SegmentationSource
+    from echo_batch.errors import EchoBatchError
+    from echo_batch.pipeline import ChunkOptions
+    from echo_batch.runner import run_cohort
+
+    _setup_logging(verbose)
+    try:
+        source = SegmentationSource(segmentation)
+    except ValueError:
+        raise typer.BadParameter("--segmentation must be model or gt") from None
+    options = ChunkOptions(
+        segmentation=source, model=model, device=device, precision=precision, batch_size=batch_size
+    )
+    try:
+        manifest = run_discovery(data)
+        with Progress(
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        ) as progress:
+            task = progress.add_task("patients", total=len(manifest.patients))
+            record = run_cohort(
+                data,
+                out,
+                options,
+                chunk_size=chunk_size,
+                manifest=manifest,
+                on_chunk=lambda r: progress.advance(task, len(r.patients)),
+            )
+    except EchoBatchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(render_run_summary(record))
+
+
+def render_run_summary(record: dict) -> str:
+    """Closing summary of a run for the terminal."""
+    s = record["summary"]
+    lines = [
+        f"patients: {s['patients']} "
+        + " ".join(f"{k} {v}" for k, v in sorted(s["status"].items()))
+        + f"; qc_pass {s['qc_pass']}",
+        f"wall time {record['wall_seconds']:.1f} s, {record['patients_per_second']} patients/s",
+    ]
+    if s["ef_pct"]:
+        q = s["ef_pct"]
+        lines.append(f"EF (biplane) median {q['p50']:.1f} %, IQR {q['p25']:.1f}-{q['p75']:.1f} %")
+    for name, stats in s["agreement"].items():
+        if stats:
+            lines.append(
+                f"{name}: n {stats['n']}, MAE {stats['mae']:.2f}, bias {stats['bias']:+.2f}, "
+                f"SD {stats['sd']:.2f}, r {stats['r']:.3f}, "
+                f"within 3 pts {100 * stats['within_3']:.0f} %"
+            )
+    lines.append(f"outputs in {record['out']}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Entry point."""
     app()

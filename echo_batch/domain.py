@@ -50,6 +50,13 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+class SegmentationSource(StrEnum):
+    """Which masks a run measures."""
+
+    MODEL = "model"  # the U-Net's predictions
+    GT = "gt"  # the expert ground-truth masks
+
+
 class Release(StrEnum):
     """CAMUS release a file layout follows."""
 

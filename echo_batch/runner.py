@@ -1,0 +1,159 @@
+"""Serial in-process cohort run: discover, process chunks, write Parquet and ``run.json``.
+
+The Prefect flow calls the same chunk function; this runner is the reference it must match.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echo_batch.discovery import Manifest, discover
+from echo_batch.pipeline import ChunkOptions, ChunkResult, model_id_for, process_chunk
+from echo_batch.records import ImageRecord, PatientRecord
+from echo_batch.store import write_results, write_run_record
+from echo_batch.version import code_version
+
+logger = logging.getLogger(__name__)
+
+
+def chunked(items: list, size: int) -> list[list]:
+    """Split a list into consecutive chunks of at most ``size`` items."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def agreement(pred: list[float | None], ref: list[float | None]) -> dict[str, float] | None:
+    """EF agreement statistics over the pairs where both values exist.
+
+    Returns:
+        ``n``, ``mae``, ``bias`` (pred - ref), ``sd``, ``r`` and the share within 1/3/5 points;
+        None with fewer than 2 pairs.
+    """
+    pairs = np.array(
+        [
+            (p, r)
+            for p, r in zip(pred, ref, strict=True)
+            if p is not None and r is not None and np.isfinite(p) and np.isfinite(r)
+        ],
+        dtype=float,
+    )
+    if len(pairs) < 2:
+        return None
+    diff = pairs[:, 0] - pairs[:, 1]
+    r = (
+        float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
+        if np.std(pairs, 0).min() > 0
+        else float("nan")
+    )
+    return {
+        "n": len(pairs),
+        "mae": float(np.abs(diff).mean()),
+        "bias": float(diff.mean()),
+        "sd": float(diff.std(ddof=1)),
+        "r": r,
+        **{f"within_{k}": float((np.abs(diff) <= k).mean()) for k in (1, 3, 5)},
+    }
+
+
+def summarise(patients: list[PatientRecord]) -> dict[str, Any]:
+    """Counts by status, EF distribution and agreement with the references."""
+    efs = [p.ef_pct for p in patients if p.ef_pct is not None]
+    summary: dict[str, Any] = {
+        "patients": len(patients),
+        "status": dict(Counter(p.status for p in patients)),
+        "qc_pass": sum(p.qc_pass for p in patients),
+        "ef_pct": (
+            {q: float(np.percentile(efs, int(q[1:]))) for q in ("p05", "p25", "p50", "p75", "p95")}
+            if efs
+            else None
+        ),
+        "ef_category": dict(Counter(p.ef_category for p in patients if p.ef_category)),
+        "agreement": {
+            "ef_camus_pct_vs_cfg": agreement(
+                [p.ef_camus_pct for p in patients], [p.ef_ref_pct for p in patients]
+            ),
+            "ef_pct_vs_gt": agreement(
+                [p.ef_pct for p in patients], [p.ef_gt_pct for p in patients]
+            ),
+            "ef_pct_vs_cfg": agreement(
+                [p.ef_pct for p in patients], [p.ef_ref_pct for p in patients]
+            ),
+        },
+    }
+    return summary
+
+
+def run_cohort(
+    data: Path,
+    out: Path,
+    options: ChunkOptions,
+    *,
+    chunk_size: int = 16,
+    manifest: Manifest | None = None,
+    on_chunk: Callable[[ChunkResult], None] | None = None,
+) -> dict[str, Any]:
+    """Process every discovered patient serially and write the outputs.
+
+    Args:
+        data: DATA root.
+        out: output folder.
+        options: segmentation source and engine settings.
+        chunk_size: patients per chunk (images are batched across a chunk).
+        manifest: an already discovered manifest (discovered from ``data`` when None).
+        on_chunk: called after each chunk (progress display).
+
+    Returns:
+        The run record also written to ``run.json``.
+    """
+    started = time.perf_counter()
+    manifest = manifest or discover(data)
+    t_discover = time.perf_counter() - started
+    model_id = model_id_for(options)
+    patients: list[PatientRecord] = []
+    images: list[ImageRecord] = []
+    stage_seconds: Counter[str] = Counter({"discover": t_discover})
+    for chunk in chunked(list(manifest.patients), chunk_size):
+        result = process_chunk(chunk, options, model_id)
+        patients.extend(result.patients)
+        images.extend(result.images)
+        stage_seconds.update(result.seconds)
+        if on_chunk is not None:
+            on_chunk(result)
+    t_write = time.perf_counter()
+    write_results(out, patients, images, model_id=model_id)
+    stage_seconds["write"] = time.perf_counter() - t_write
+    wall = time.perf_counter() - started
+    record = {
+        "code_version": code_version(),
+        "model_id": model_id,
+        "data": str(manifest.root),
+        "out": str(out),
+        "config": {
+            **{k: str(v) if v is not None else None for k, v in asdict(options).items()},
+            "chunk_size": chunk_size,
+            "executor": "serial",
+        },
+        "host": platform.node(),
+        "discovery_problems": [
+            {"path": str(p.path), "reason": p.reason} for p in manifest.problems
+        ],
+        "summary": summarise(patients),
+        "seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+        "wall_seconds": round(wall, 3),
+        "patients_per_second": round(len(patients) / wall, 3) if wall > 0 else None,
+    }
+    write_run_record(out, record)
+    logger.info(
+        "wrote %d patients, %d images to %s in %.1f s", len(patients), len(images), out, wall
+    )
+    return record
