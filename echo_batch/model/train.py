@@ -313,6 +313,6 @@ def _train_epoch(
             loss.backward()
             optimiser.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             progress.update(task, advance=len(idx), loss=float(np.mean(losses[-20:])))
     return float(np.mean(losses))
