@@ -145,6 +145,10 @@ def run(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
+    camus_grid_mm: Annotated[
+        float | None,
+        typer.Option(help="Upsample LV masks to this pixel size (mm) for the CAMUS method."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Measure every discovered patient and write patients.parquet, images.parquet, run.json."""
@@ -162,7 +166,12 @@ def run(
     except ValueError:
         raise typer.BadParameter("--segmentation must be model or gt") from None
     options = ChunkOptions(
-        segmentation=source, model=model, device=device, precision=precision, batch_size=batch_size
+        segmentation=source,
+        model=model,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        camus_grid_mm=camus_grid_mm,
     )
     try:
         manifest = run_discovery(data)

@@ -52,6 +52,9 @@ class ChunkOptions:
         precision: "auto", "bf16", "fp16" or "fp32".
         batch_size: images per forward pass (None: device default).
         threads: torch threads per process (None: torch default).
+        camus_grid_mm: when set (e.g. 0.308), the CAMUS-compatible method first upsamples each LV
+            mask to pixels of this size, the grid its pixel constants assume (slower, closer to the
+            CAMUS reference on down-sampled images such as CAMUS-224).
     """
 
     segmentation: SegmentationSource = SegmentationSource.MODEL
@@ -60,6 +63,7 @@ class ChunkOptions:
     precision: str = "auto"
     batch_size: int | None = None
     threads: int | None = None
+    camus_grid_mm: float | None = None
 
 
 @dataclass
@@ -200,12 +204,15 @@ def _image_record(
 
 
 def _camus_ef(
-    masks: dict[ImageKey, np.ndarray], spacings: dict[ImageKey, tuple[float, float]]
+    masks: dict[ImageKey, np.ndarray],
+    spacings: dict[ImageKey, tuple[float, float]],
+    grid_mm: float | None,
 ) -> CamusResult | None:
     """CAMUS-compatible biplane on the largest LV component of each mask (None if impossible)."""
     if len(masks) < len(IMAGE_KEYS):
         return None
-    result = camus_biplane({k: clean_lv(m) for k, m in masks.items()}, spacings)
+    cleaned = {k: clean_lv(m) for k, m in masks.items()}
+    result = camus_biplane(cleaned, spacings, native_spacing_mm=grid_mm)
     return result if isinstance(result, CamusResult) else None
 
 
@@ -257,8 +264,12 @@ def _patient_record(
         errors.append(f"{ref.patient_id}: missing images {', '.join(missing)}")
     volumes = patient_volumes(geometries)
     gt_volumes = patient_volumes(gt_geometries) if gt_geometries else None
-    camus = _camus_ef(masks, spacings)
-    camus_gt = _camus_ef(gt_masks, spacings) if len(gt_masks) == len(IMAGE_KEYS) else None
+    camus = _camus_ef(masks, spacings, options.camus_grid_mm)
+    camus_gt = (
+        camus
+        if options.segmentation == SegmentationSource.GT
+        else _camus_ef(gt_masks, spacings, options.camus_grid_mm)
+    )
     cfg, cfg_error = _read_cfg(ref)
     if cfg_error:
         errors.append(cfg_error)
