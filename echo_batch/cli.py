@@ -149,6 +149,9 @@ def run(
         float | None,
         typer.Option(help="Upsample LV masks to this pixel size (mm) for the CAMUS method."),
     ] = None,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (long runs).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Measure every discovered patient and write patients.parquet, images.parquet, run.json."""
@@ -172,6 +175,7 @@ def run(
         precision=precision,
         batch_size=batch_size,
         camus_grid_mm=camus_grid_mm,
+        compile=compile_model,
     )
     try:
         manifest = run_discovery(data)

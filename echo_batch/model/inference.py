@@ -80,6 +80,10 @@ class SegmentationEngine:
         precision: "auto", "bf16", "fp16" or "fp32".
         batch_size: images per forward pass (None: a device default).
         threads: torch intra-op threads on the CPU (None: leave torch's setting).
+        compile: compile the model with ``torch.compile`` (inductor, weight freezing). Every batch
+            is padded to ``batch_size`` so that the compiled graph never sees a new shape: torch
+            2.13 crashes when a frozen channels_last graph recompiles for a new batch size. The
+            first batch pays the compile time (10-20 s here); needs a C compiler on the CPU.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class SegmentationEngine:
         precision: str = "auto",
         batch_size: int | None = None,
         threads: int | None = None,
+        compile: bool = False,
     ) -> None:
         self.bundle = bundle
         self.device = resolve_device(device)
@@ -100,6 +105,13 @@ class SegmentationEngine:
         self.input_size = bundle.input_size
         model = bundle.build().to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
+        self.compiled = compile
+        self._forward = self.model
+        if compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            self._forward = torch.compile(self.model, dynamic=False)
         logger.info(
             "engine: model %s on %s, %s, batch %d",
             bundle.model_id,
@@ -134,10 +146,15 @@ class SegmentationEngine:
         """
         out = []
         for start in range(0, len(grid_images), self.batch_size):
-            x = torch.from_numpy(grid_images[start : start + self.batch_size])[:, None]
+            batch = grid_images[start : start + self.batch_size]
+            n = len(batch)
+            if self.compiled and n < self.batch_size:  # fixed shape: no recompilation
+                pad = np.zeros((self.batch_size - n, *batch.shape[1:]), batch.dtype)
+                batch = np.concatenate([batch, pad])
+            x = torch.from_numpy(batch)[:, None]
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                logits = self.model(x)
+                logits = self._forward(x)[:n]
             probs = logits.float().softmax(1).permute(0, 2, 3, 1)
             out.append(probs.cpu().numpy())
         if not out:

@@ -1,0 +1,68 @@
+"""The command line: discover, synth and a ground-truth run through typer's runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from echo_batch.cli import app
+
+runner = CliRunner()
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camus224-test"
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("discover", "run", "synth", "train", "evaluate"):
+        assert command in result.output
+
+
+def test_discover_json_on_the_bundled_sample():
+    result = runner.invoke(app, ["discover", str(SAMPLE), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["n_patients"] == 50
+    assert summary["splits"] == {"testing": 50}
+    assert summary["files"]["images"] == 200
+    assert summary["files"]["ground_truth"] == 200
+    assert summary["problems"] == []
+
+
+def test_discover_reports_problems_in_text(tmp_path):
+    (tmp_path / "patient0001").mkdir()
+    (tmp_path / "patient0001" / "patient0001_2CH_ED.nii.gz").write_bytes(b"x")
+    (tmp_path / "notes.bin").write_bytes(b"x")
+    result = runner.invoke(app, ["discover", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "patients: 1" in result.output
+    assert "missing 4CH_ES image" in result.output
+    assert "stray file next to the patient folders" in result.output
+
+
+def test_discover_unusable_root_exits_non_zero(tmp_path):
+    result = runner.invoke(app, ["discover", str(tmp_path / "absent")])
+    assert result.exit_code == 2
+    assert "DATA root is not a readable folder" in result.output
+
+
+def test_synth_then_gt_run(tmp_path):
+    data, out = tmp_path / "syn", tmp_path / "out"
+    result = runner.invoke(app, ["synth", str(data), "--patients", "2", "--format", "mhd"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["run", str(data), "--out", str(out), "--segmentation", "gt"])
+    assert result.exit_code == 0, result.output
+    assert "patients: 2 ok 2" in result.output
+    patients = pd.read_parquet(out / "patients.parquet")
+    assert sorted(patients.patient_id) == ["patient0001", "patient0002"]
+    record = json.loads((out / "run.json").read_text())
+    assert record["model_id"] == "gt"
+    assert record["summary"]["status"] == {"ok": 2}
+
+
+def test_run_rejects_an_unknown_segmentation(tmp_path):
+    result = runner.invoke(app, ["run", str(SAMPLE), "--out", str(tmp_path), "--segmentation", "x"])
+    assert result.exit_code != 0
