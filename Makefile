@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format clean
+.PHONY: help install test lint format bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -30,6 +30,11 @@ test: install ## Run the test suite
 lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: install ## Benchmarks: geometry per image; engine images/s against the plain fp32 loop
+	mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/bench_geometry.py
+	$(BIN)/python benchmarks/bench_engine.py --json benchmarks/results/engine-$$(date +%F)-$$(hostname).json
 
 format: install ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
