@@ -161,10 +161,6 @@ def _segment(works: Sequence[_PatientWork], options: ChunkOptions) -> None:
         item.mask, item.confidence = seg.labels, seg.confidence
 
 
-def _measure(mask: np.ndarray, spacing: tuple[float, float]) -> ViewGeometry | GeometryFailure:
-    return measure_lv(mask, spacing)
-
-
 def _image_record(
     ref: PatientRef, item: _ImageWork, geometry: ViewGeometry | GeometryFailure | None, source: str
 ) -> ImageRecord:
@@ -246,7 +242,7 @@ def _patient_record(
         if item.mask is not None and item.image is not None:
             spacings[key] = item.image.spacing
             masks[key] = item.mask
-            geometry = _measure(item.mask, item.image.spacing)
+            geometry = measure_lv(item.mask, item.image.spacing)
             if isinstance(geometry, ViewGeometry):
                 geometries[key] = geometry
             if item.gt is not None:
@@ -254,7 +250,7 @@ def _patient_record(
                 gt_geo = (
                     geometry
                     if options.segmentation == SegmentationSource.GT
-                    else _measure(item.gt.array, item.image.spacing)
+                    else measure_lv(item.gt.array, item.image.spacing)
                 )
                 if isinstance(gt_geo, ViewGeometry):
                     gt_geometries[key] = gt_geo
