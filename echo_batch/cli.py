@@ -202,6 +202,8 @@ def run(
 
 def render_run_summary(record: dict) -> str:
     """Closing summary of a run for the terminal."""
+    from echo_batch.agreement import summary_line
+
     s = record["summary"]
     lines = [
         f"patients: {s['patients']} "
@@ -214,11 +216,7 @@ def render_run_summary(record: dict) -> str:
         lines.append(f"EF (biplane) median {q['p50']:.1f} %, IQR {q['p25']:.1f}-{q['p75']:.1f} %")
     for name, stats in s["agreement"].items():
         if stats:
-            lines.append(
-                f"{name}: n {stats['n']}, MAE {stats['mae']:.2f}, bias {stats['bias']:+.2f}, "
-                f"SD {stats['sd']:.2f}, r {stats['r']:.3f}, "
-                f"within 3 pts {100 * stats['within_3']:.0f} %"
-            )
+            lines.append(summary_line(name, stats))
     lines.append(f"outputs in {record['out']}")
     return "\n".join(lines)
 

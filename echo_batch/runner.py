@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from echo_batch.agreement import ef_agreements
 from echo_batch.discovery import Manifest, discover
 from echo_batch.pipeline import ChunkOptions, ChunkResult, model_id_for, process_chunk
 from echo_batch.records import ImageRecord, PatientRecord
@@ -32,39 +33,6 @@ def chunked(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def agreement(pred: list[float | None], ref: list[float | None]) -> dict[str, float] | None:
-    """EF agreement statistics over the pairs where both values exist.
-
-    Returns:
-        ``n``, ``mae``, ``bias`` (pred - ref), ``sd``, ``r`` and the share within 1/3/5 points;
-        None with fewer than 2 pairs.
-    """
-    pairs = np.array(
-        [
-            (p, r)
-            for p, r in zip(pred, ref, strict=True)
-            if p is not None and r is not None and np.isfinite(p) and np.isfinite(r)
-        ],
-        dtype=float,
-    )
-    if len(pairs) < 2:
-        return None
-    diff = pairs[:, 0] - pairs[:, 1]
-    r = (
-        float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
-        if np.std(pairs, 0).min() > 0
-        else float("nan")
-    )
-    return {
-        "n": len(pairs),
-        "mae": float(np.abs(diff).mean()),
-        "bias": float(diff.mean()),
-        "sd": float(diff.std(ddof=1)),
-        "r": r,
-        **{f"within_{k}": float((np.abs(diff) <= k).mean()) for k in (1, 3, 5)},
-    }
-
-
 def summarise(patients: list[PatientRecord]) -> dict[str, Any]:
     """Counts by status, EF distribution and agreement with the references."""
     efs = [p.ef_pct for p in patients if p.ef_pct is not None]
@@ -78,17 +46,7 @@ def summarise(patients: list[PatientRecord]) -> dict[str, Any]:
             else None
         ),
         "ef_category": dict(Counter(p.ef_category for p in patients if p.ef_category)),
-        "agreement": {
-            "ef_camus_pct_vs_cfg": agreement(
-                [p.ef_camus_pct for p in patients], [p.ef_ref_pct for p in patients]
-            ),
-            "ef_pct_vs_gt": agreement(
-                [p.ef_pct for p in patients], [p.ef_gt_pct for p in patients]
-            ),
-            "ef_pct_vs_cfg": agreement(
-                [p.ef_pct for p in patients], [p.ef_ref_pct for p in patients]
-            ),
-        },
+        "agreement": ef_agreements(patients),
     }
     return summary
 
