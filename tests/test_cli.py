@@ -24,7 +24,7 @@ def test_help_lists_the_commands():
 def test_discover_json_on_the_bundled_sample():
     result = runner.invoke(app, ["discover", str(SAMPLE), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{") :])
+    summary = json.loads(result.stdout)
     assert summary["n_patients"] == 50
     assert summary["splits"] == {"testing": 50}
     assert summary["files"]["images"] == 200
