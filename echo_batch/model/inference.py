@@ -68,7 +68,7 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
 
 def default_batch_size(device: torch.device) -> int:
     """Images per forward pass: small on CPU (cache-friendly, measured), large on a GPU."""
-    return 256 if device.type == "cuda" else 4
+    return 256 if device.type == "cuda" else 2
 
 
 class SegmentationEngine:
