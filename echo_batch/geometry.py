@@ -44,6 +44,7 @@ CHORD_INLIER_PX = 1.0
 MAX_BASE_SHARE = 0.6  # a base run longer than this share of the perimeter is not a base
 MAX_CHORD_VERTICES = 128  # chord search on a subsampled contour (O(n^2) pairs)
 _PAIR_CHUNK = 256
+APEX_TOLERANCE = 0.005  # relative: near-farthest arc in which the apex is chosen
 _LABEL_PAD = 2  # crop margin: outside pixel (1) + myocardium dilation (1)
 
 
@@ -56,7 +57,8 @@ class ViewGeometry:
         contour_mm: ``(N, 2)`` the same border in (y_mm, x_mm).
         hinges_mm: ``(2, 2)`` mitral hinge points, (y_mm, x_mm).
         base_mid_mm: ``(2,)`` mid-point of the hinges, (y_mm, x_mm).
-        apex_mm: ``(2,)`` contour point farthest from the base mid-point, (y_mm, x_mm).
+        apex_mm: ``(2,)`` apex: the farthest contour point from the base mid-point, taken
+            nearest the base normal within 0.5 % of that distance (see ``_apex``), (y_mm, x_mm).
         length_mm: long axis ``L`` from the base mid-point to the apex, mm.
         area_mm2: area enclosed by the contour, mm^2.
         diameters_mm: ``(20,)`` disk diameters perpendicular to the long axis at
@@ -295,6 +297,38 @@ def _polygon_area(points: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def _apex(contour_mm: np.ndarray, hinges_mm: np.ndarray, base_mid_mm: np.ndarray) -> np.ndarray:
+    """Apex: the contour point farthest from the base mid-point.
+
+    A blunt apex is a nearly circular arc around the base mid-point, where the single farthest
+    point is decided by pixel noise and can sit several mm to one side, tilting the long axis.
+    Among the points within ``APEX_TOLERANCE`` (relative) of the largest distance, the one closest
+    to the base normal is taken; the long axis shortens by at most that tolerance.
+
+    Args:
+        contour_mm: ``(N, 2)`` contour, (y_mm, x_mm).
+        hinges_mm: ``(2, 2)`` mitral hinge points.
+        base_mid_mm: ``(2,)`` their mid-point.
+
+    Returns:
+        ``(2,)`` apex, (y_mm, x_mm).
+    """
+    offset = contour_mm - base_mid_mm
+    dist = np.hypot(offset[:, 0], offset[:, 1])
+    far = int(np.argmax(dist))
+    near = np.nonzero(dist >= dist[far] * (1.0 - APEX_TOLERANCE))[0]
+    base = hinges_mm[1] - hinges_mm[0]
+    normal = np.array([-base[1], base[0]])
+    norm = np.hypot(*normal)
+    if len(near) < 2 or norm == 0:
+        return contour_mm[far]
+    normal = normal / norm
+    if float(offset[far] @ normal) < 0:
+        normal = -normal
+    cos = (offset[near] @ normal) / dist[near]
+    return contour_mm[near[int(np.argmax(cos))]]
+
+
 def measure_lv(labels: np.ndarray, spacing: tuple[float, float]) -> ViewGeometry | GeometryFailure:
     """Contour, hinges, apex, long axis, area and 20 disk diameters of the LV in one image.
 
@@ -347,9 +381,8 @@ def measure_lv(labels: np.ndarray, spacing: tuple[float, float]) -> ViewGeometry
     if hinges is None:
         return GeometryFailure("no recognisable base (no myocardium gap, no flat chord)")
     base_mid = hinges.mean(axis=0)
-    dist2 = ((contour_mm - base_mid) ** 2).sum(axis=1)
-    apex = contour_mm[int(np.argmax(dist2))]
-    length = float(np.sqrt(dist2.max()))
+    apex = _apex(contour_mm, hinges, base_mid)
+    length = float(np.hypot(*(apex - base_mid)))
     if not length > 0:
         return GeometryFailure("zero long axis")
     diameters = disk_diameters(contour_mm, base_mid, apex)
