@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench clean
+.PHONY: help install run-flow test lint format bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install torch (CPU) and echo-batch with dev extras (idempotent)
+
+DATA ?= examples/camus224-test
+OUT ?= results
+
+run-flow: install ## Measure a cohort: make run-flow [DATA=folder] [OUT=folder] (default: bundled sample -> results/)
+	$(BIN)/echo-batch run "$(DATA)" --out "$(OUT)"
 
 test: install ## Run the test suite
 	$(BIN)/python -m pytest

@@ -153,9 +153,31 @@ def run(
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (long runs).")
     ] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Local Dask worker processes (default: one per core).")
+    ] = None,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Existing Dask scheduler, tcp://HOST:PORT.", envvar="DASK_SCHEDULER_ADDRESS"
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Skip patients already ok in OUT; retry the others.")
+    ] = True,
+    save_masks: Annotated[
+        bool, typer.Option(help="Write predicted label maps to OUT/masks.")
+    ] = False,
+    serial: Annotated[
+        bool, typer.Option(help="Run in this process without Prefect or Dask (reference path).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Measure every discovered patient and write patients.parquet, images.parquet, run.json."""
+    """Measure every discovered patient and write patients.parquet, images.parquet, run.json.
+
+    Runs the Prefect flow ``cohort-ef`` on Dask (an embedded Prefect API starts by itself; a local
+    Dask cluster unless --dask-address is given). --serial runs the same chunk function in-process.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from echo_batch.discovery import discover as run_discovery
@@ -178,6 +200,25 @@ def run(
         camus_grid_mm=camus_grid_mm,
         compile=compile_model,
     )
+    if not serial:
+        record = _run_flow(
+            data,
+            out,
+            model,
+            source,
+            chunk_size,
+            workers,
+            dask_address,
+            device,
+            resume,
+            save_masks,
+            precision,
+            batch_size,
+            camus_grid_mm,
+            compile_model,
+        )
+        typer.echo(render_run_summary(record))
+        return
     try:
         manifest = run_discovery(data)
         with Progress(
@@ -199,6 +240,63 @@ def run(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(render_run_summary(record))
+
+
+def _run_flow(
+    data: Path,
+    out: Path,
+    model: Path | None,
+    source,
+    chunk_size: int,
+    workers: int | None,
+    dask_address: str | None,
+    device: str,
+    resume: bool,
+    save_masks: bool,
+    precision: str,
+    batch_size: int | None,
+    camus_grid_mm: float | None,
+    compile_model: bool,
+) -> dict:
+    """Run the ``cohort-ef`` flow with a progress bar; exit 2 on unusable input."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    import flows.cohort_ef as cohort_flow
+    from echo_batch.discovery import discover as run_discovery
+    from echo_batch.errors import EchoBatchError
+
+    try:
+        total = len(run_discovery(data).patients)
+    except EchoBatchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    with Progress(
+        *Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as progress:
+        task = progress.add_task("patients", total=total)
+        cohort_flow.PROGRESS = lambda n: progress.advance(task, n)
+        try:
+            return cohort_flow.cohort_ef(
+                data=str(data),
+                out=str(out),
+                model=str(model) if model else None,
+                segmentation=source.value,
+                chunk_size=chunk_size,
+                workers=workers,
+                dask_address=dask_address,
+                device=device,
+                resume=resume,
+                save_masks=save_masks,
+                precision=precision,
+                batch_size=batch_size,
+                camus_grid_mm=camus_grid_mm,
+                compile=compile_model,
+            )
+        except EchoBatchError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            cohort_flow.PROGRESS = None
 
 
 def render_run_summary(record: dict) -> str:

@@ -52,6 +52,9 @@ class ChunkOptions:
         precision: "auto", "bf16", "fp16" or "fp32".
         batch_size: images per forward pass (None: device default).
         threads: torch threads per process (None: torch default).
+        save_masks_to: when set, each predicted label map is written to
+            ``<save_masks_to>/<patient>/<patient>_<VIEW>_<INSTANT>_pred.nii.gz`` with the input's
+            spacing and origin (model segmentation only).
         compile: compile the model (``torch.compile``; pays off on long runs).
         camus_grid_mm: when set (e.g. 0.308), the CAMUS-compatible method first upsamples each LV
             mask to pixels of this size, the grid its pixel constants assume (slower, closer to the
@@ -65,6 +68,7 @@ class ChunkOptions:
     batch_size: int | None = None
     threads: int | None = None
     compile: bool = False
+    save_masks_to: Path | None = None
     camus_grid_mm: float | None = None
 
 
@@ -225,6 +229,19 @@ def clean_lv(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def save_masks(work: _PatientWork, folder: Path) -> None:
+    """Write the predicted label maps of one patient (native grid, input geometry)."""
+    from echo_batch.writers import write_image
+
+    pid = work.ref.patient_id
+    for key, item in work.images.items():
+        if item.mask is None or item.image is None:
+            continue
+        path = folder / pid / f"{pid}_{key}_pred.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image(path, item.mask, item.image.spacing, item.image.geometry.origin)
+
+
 def _patient_record(
     work: _PatientWork, options: ChunkOptions, model_id: str
 ) -> tuple[PatientRecord, list[ImageRecord]]:
@@ -358,6 +375,11 @@ def process_chunk(
     t2 = time.perf_counter()
     for work in works:
         try:
+            if (
+                options.save_masks_to is not None
+                and options.segmentation == SegmentationSource.MODEL
+            ):
+                save_masks(work, options.save_masks_to)
             patient, images = _patient_record(work, options, model_id)
         except Exception as exc:  # one patient never takes the chunk down
             logger.exception("%s: measurement failed", work.ref.patient_id)

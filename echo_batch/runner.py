@@ -9,18 +9,19 @@ import logging
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from echo_batch.agreement import ef_agreements
 from echo_batch.discovery import Manifest, discover
 from echo_batch.pipeline import ChunkOptions, ChunkResult, model_id_for, process_chunk
 from echo_batch.records import ImageRecord, PatientRecord
-from echo_batch.store import write_results, write_run_record
+from echo_batch.store import PATIENTS_FILE, write_results, write_run_record
 from echo_batch.version import code_version
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,60 @@ def run_cohort(
     t_write = time.perf_counter()
     write_results(out, patients, images, model_id=model_id)
     stage_seconds["write"] = time.perf_counter() - t_write
+    record = run_record(
+        out,
+        manifest,
+        options,
+        model_id,
+        chunk_size=chunk_size,
+        executor="serial",
+        seconds=stage_seconds,
+        started=started,
+        patients=patients,
+    )
+    logger.info(
+        "wrote %d patients, %d images to %s in %.1f s",
+        len(patients),
+        len(images),
+        out,
+        record["wall_seconds"],
+    )
+    return record
+
+
+def run_record(
+    out: Path,
+    manifest: Manifest,
+    options: ChunkOptions,
+    model_id: str,
+    *,
+    chunk_size: int,
+    executor: str,
+    seconds: Mapping[str, float],
+    started: float,
+    patients: Sequence[PatientRecord] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build and write ``run.json``.
+
+    Args:
+        out: output folder.
+        manifest: the discovered cohort.
+        options: chunk options of the run.
+        model_id: bundle id or "gt".
+        chunk_size: patients per chunk.
+        executor: "serial" or the Dask scheduler used.
+        seconds: time per stage.
+        started: ``time.perf_counter()`` at the start of the run.
+        patients: the cohort's records (read back from ``patients.parquet`` when None).
+        extra: more fields for the record.
+
+    Returns:
+        The record written.
+    """
+    if patients is None:
+        table = pq.read_table(out / PATIENTS_FILE)
+        patients = [PatientRecord(**row) for row in table.to_pylist()]
     wall = time.perf_counter() - started
     record = {
         "code_version": code_version(),
@@ -99,19 +154,17 @@ def run_cohort(
         "config": {
             **{k: str(v) if v is not None else None for k, v in asdict(options).items()},
             "chunk_size": chunk_size,
-            "executor": "serial",
+            "executor": executor,
         },
         "host": platform.node(),
         "discovery_problems": [
             {"path": str(p.path), "reason": p.reason} for p in manifest.problems
         ],
-        "summary": summarise(patients),
-        "seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+        "summary": summarise(list(patients)),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "wall_seconds": round(wall, 3),
         "patients_per_second": round(len(patients) / wall, 3) if wall > 0 else None,
+        **dict(extra or {}),
     }
     write_run_record(out, record)
-    logger.info(
-        "wrote %d patients, %d images to %s in %.1f s", len(patients), len(images), out, wall
-    )
     return record

@@ -53,7 +53,9 @@ def test_synth_then_gt_run(tmp_path):
     data, out = tmp_path / "syn", tmp_path / "out"
     result = runner.invoke(app, ["synth", str(data), "--patients", "2", "--format", "mhd"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["run", str(data), "--out", str(out), "--segmentation", "gt"])
+    result = runner.invoke(
+        app, ["run", str(data), "--out", str(out), "--segmentation", "gt", "--serial"]
+    )
     assert result.exit_code == 0, result.output
     assert "patients: 2 ok 2" in result.output
     patients = pd.read_parquet(out / "patients.parquet")

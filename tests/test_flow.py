@@ -1,0 +1,160 @@
+"""The Prefect flow on Dask: same results as the serial run, resume, masks, external scheduler."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from echo_batch.domain import SegmentationSource
+from echo_batch.io import read_image
+from echo_batch.pipeline import ChunkOptions
+from echo_batch.runner import run_cohort
+from echo_batch.synth import synth_cohort
+
+pytestmark = pytest.mark.slow
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camus224-test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return synth_cohort(tmp_path_factory.mktemp("syn") / "c", 5, seed=3, fmt="nifti", max_side=128)
+
+
+@pytest.fixture(scope="module")
+def serial(cohort, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("serial")
+    run_cohort(cohort, out, ChunkOptions(segmentation=SegmentationSource.GT), chunk_size=2)
+    return pd.read_parquet(out / "patients.parquet"), pd.read_parquet(out / "images.parquet")
+
+
+def _flow(**kwargs):
+    from flows.cohort_ef import cohort_ef
+
+    return cohort_ef(**{"segmentation": "gt", "chunk_size": 2, **kwargs})
+
+
+def _assert_same(out: Path, serial) -> None:
+    patients, images = serial
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "patients.parquet"), patients)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "images.parquet"), images)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_local_cluster_equals_serial(cohort, serial, tmp_path, workers):
+    record = _flow(data=str(cohort), out=str(tmp_path), workers=workers)
+    _assert_same(tmp_path, serial)
+    assert record["summary"]["status"] == {"ok": 5}
+    assert record["processed"] == 5
+    assert not list((tmp_path / "parts").glob("*.parquet"))
+
+
+def test_resume_processes_only_new_and_failed_patients(cohort, serial, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(cohort, data)
+    nifti = data / "database_nifti"
+    held_back = nifti / "patient0005"
+    shutil.move(held_back, tmp_path / "later")
+    bad = nifti / "patient0002" / "patient0002_4CH_ES_gt.nii.gz"
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "out"
+    first = _flow(data=str(data), out=str(out), workers=1)
+    assert first["processed"] == 4
+    assert first["summary"]["status"] == {"ok": 3, "partial": 1}
+    bad.write_bytes(good_bytes)  # fixed in the meantime, and a new patient arrives
+    shutil.move(tmp_path / "later", held_back)
+    second = _flow(data=str(data), out=str(out), workers=1)
+    assert second["processed"] == 2  # the partial one is retried, the new one processed
+    assert second["skipped_done"] == 3
+    _assert_same(out, serial)
+
+
+def test_model_run_saves_masks_with_input_geometry(tmp_path):
+    data = tmp_path / "data"
+    for pid in ("patient0027", "patient0047"):
+        shutil.copytree(SAMPLE / "database_nifti" / pid, data / pid)
+    out = tmp_path / "out"
+    record = _flow(data=str(data), out=str(out), workers=1, segmentation="model", save_masks=True)
+    assert record["summary"]["status"] == {"ok": 2}
+    pred = read_image(out / "masks" / "patient0027" / "patient0027_2CH_ED_pred.nii.gz", labels=True)
+    src = read_image(data / "patient0027" / "patient0027_2CH_ED.nii.gz")
+    assert pred.array.shape == src.array.shape
+    assert pred.spacing == pytest.approx(src.spacing)
+    assert set(pred.array.ravel()) <= {0, 1, 2, 3} and (pred.array == 1).sum() > 500
+
+
+def test_external_scheduler_with_two_workers(cohort, serial, tmp_path):
+    bin_dir = Path(sys.executable).parent
+    scheduler_file = tmp_path / "scheduler.json"
+    procs = [
+        subprocess.Popen(
+            [
+                bin_dir / "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                scheduler_file,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert scheduler_file.exists(), "dask scheduler did not start"
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        bin_dir / "dask",
+                        "worker",
+                        "--scheduler-file",
+                        scheduler_file,
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        import json
+
+        from distributed import Client
+
+        address = json.loads(scheduler_file.read_text())["address"]
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        record = _flow(data=str(cohort), out=str(tmp_path / "out"), dask_address=address)
+        assert record["config"]["executor"] == f"dask:{address}"
+        _assert_same(tmp_path / "out", serial)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
