@@ -31,6 +31,8 @@ def _setup_logging(verbose: bool) -> None:
         datefmt="%H:%M:%S",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
     )
+    for noisy in ("httpx", "httpcore", "distributed", "prefect.server"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 DataArg = Annotated[

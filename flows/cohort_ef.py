@@ -39,11 +39,18 @@ def dask_client(dask_address: str | None, workers: int | None):
     Returns:
         ``(client, cluster)``; ``cluster`` is None for an external scheduler.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     address = dask_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
         return Client(address, timeout=60), None
+    # Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in workers; with the many mid-sized
+    # numpy allocations of contour and disk work this doubled the measurement time (measured:
+    # 16 s -> 32 s for 500 patients), so local workers keep glibc's adaptive default.
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
     cluster = LocalCluster(
         n_workers=workers or default_workers(),
         threads_per_worker=1,
