@@ -37,10 +37,11 @@ lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install ## Benchmarks: geometry per image; engine images/s against the plain fp32 loop
+bench: install ## Benchmarks: geometry per image, engine vs plain fp32 loop, flow overhead/memory/end to end
 	mkdir -p benchmarks/results
 	$(BIN)/python benchmarks/bench_geometry.py
 	$(BIN)/python benchmarks/bench_engine.py --json benchmarks/results/engine-$$(date +%F)-$$(hostname).json
+	$(BIN)/python benchmarks/bench_flow.py --json benchmarks/results/flow-$$(date +%F)-$$(hostname).json
 
 format: install ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
