@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import psutil
+from bench_engine import plain_eager_fp32  # same folder: the shared baseline loop
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "camus224-test"
@@ -127,23 +128,6 @@ def model_only_images_per_s(processes: int, seconds: float, precision: str = "au
     return float(sum(rates))
 
 
-def plain_fp32_images_per_s(seconds: float) -> float:
-    """The seed-style baseline: eager fp32 NCHW, one image at a time, one process."""
-    import torch
-
-    from echo_batch.model.bundle import load_bundle
-
-    model = load_bundle().build()
-    x = torch.randn(1, 1, 224, 224)
-    with torch.no_grad():
-        model(x)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            model(x).softmax(1)
-            count += 1
-    return count / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000])
@@ -188,7 +172,7 @@ def main() -> None:
         model_case = flow_case(SAMPLE, tmp_path / "model", args.workers, ["--chunk-size", "8"])
         results["model_e2e"] = model_case
     model_only = model_only_images_per_s(args.workers, args.seconds)
-    baseline = plain_fp32_images_per_s(args.seconds)
+    baseline = plain_eager_fp32(None, args.seconds)
     results["model_only_images_per_s"] = model_only
     results["plain_fp32_images_per_s"] = baseline
     results["e2e_over_model_only"] = model_case["images_per_s"] / model_only
