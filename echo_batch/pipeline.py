@@ -100,18 +100,40 @@ class _PatientWork:
     errors: list[str] = field(default_factory=list)
 
 
-@lru_cache(maxsize=2)
 def get_engine(options: ChunkOptions):
-    """The process-wide engine for these settings: the model is loaded once per process."""
+    """The process-wide engine for these settings: the model is loaded once per process.
+
+    Only the engine settings form the cache key, so options that do not concern the model
+    (segmentation source, mask folder, CAMUS grid) never cause a reload.
+    """
+    return _cached_engine(
+        options.model,
+        options.device,
+        options.precision,
+        options.batch_size,
+        options.threads,
+        options.compile,
+    )
+
+
+@lru_cache(maxsize=2)
+def _cached_engine(
+    model: Path | None,
+    device: str,
+    precision: str,
+    batch_size: int | None,
+    threads: int | None,
+    compile: bool,
+):
     from echo_batch.model.inference import SegmentationEngine
 
     return SegmentationEngine.from_path(
-        options.model,
-        device=options.device,
-        precision=options.precision,
-        batch_size=options.batch_size,
-        threads=options.threads,
-        compile=options.compile,
+        model,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        threads=threads,
+        compile=compile,
     )
 
 

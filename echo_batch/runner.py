@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 
 from echo_batch.agreement import ef_agreements
 from echo_batch.discovery import Manifest, discover
+from echo_batch.domain import PatientRef
 from echo_batch.pipeline import ChunkOptions, ChunkResult, model_id_for, process_chunk
-from echo_batch.records import ImageRecord, PatientRecord
+from echo_batch.records import PatientRecord
 from echo_batch.store import PATIENTS_FILE, write_results, write_run_record
 from echo_batch.version import code_version
 
@@ -78,16 +79,9 @@ def run_cohort(
     manifest = manifest or discover(data)
     t_discover = time.perf_counter() - started
     model_id = model_id_for(options)
-    patients: list[PatientRecord] = []
-    images: list[ImageRecord] = []
-    stage_seconds: Counter[str] = Counter({"discover": t_discover})
-    for chunk in chunked(list(manifest.patients), chunk_size):
-        result = process_chunk(chunk, options, model_id)
-        patients.extend(result.patients)
-        images.extend(result.images)
-        stage_seconds.update(result.seconds)
-        if on_chunk is not None:
-            on_chunk(result)
+    result = process_serially(manifest.patients, options, model_id, chunk_size, on_chunk)
+    patients, images = result.patients, result.images
+    stage_seconds: Counter[str] = Counter({"discover": t_discover, **result.seconds})
     t_write = time.perf_counter()
     write_results(out, patients, images, model_id=model_id)
     stage_seconds["write"] = time.perf_counter() - t_write
@@ -110,6 +104,38 @@ def run_cohort(
         record["wall_seconds"],
     )
     return record
+
+
+def process_serially(
+    refs: Sequence[PatientRef],
+    options: ChunkOptions,
+    model_id: str,
+    chunk_size: int = 16,
+    on_chunk: Callable[[ChunkResult], None] | None = None,
+) -> ChunkResult:
+    """Process patients chunk by chunk in this process and merge the results.
+
+    Args:
+        refs: patients to process.
+        options: segmentation source and engine settings.
+        model_id: id written to every row (computed once by the caller).
+        chunk_size: patients per chunk (images are batched across a chunk).
+        on_chunk: called after each chunk (progress display).
+
+    Returns:
+        One ChunkResult with every record, in input order, and seconds summed per stage.
+    """
+    merged = ChunkResult()
+    seconds: Counter[str] = Counter()
+    for chunk in chunked(list(refs), chunk_size):
+        result = process_chunk(chunk, options, model_id)
+        merged.patients.extend(result.patients)
+        merged.images.extend(result.images)
+        seconds.update(result.seconds)
+        if on_chunk is not None:
+            on_chunk(result)
+    merged.seconds = dict(seconds)
+    return merged
 
 
 def run_record(

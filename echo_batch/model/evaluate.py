@@ -16,9 +16,9 @@ from echo_batch.agreement import ef_agreements
 from echo_batch.discovery import discover
 from echo_batch.domain import Instant, SegmentationSource, Split
 from echo_batch.model.bundle import update_metadata
-from echo_batch.pipeline import ChunkOptions, process_chunk
-from echo_batch.records import ImageRecord, PatientRecord
-from echo_batch.runner import chunked
+from echo_batch.pipeline import ChunkOptions, model_id_for
+from echo_batch.records import ImageRecord
+from echo_batch.runner import process_serially
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +66,8 @@ def evaluate_bundle(
     if not refs:
         raise ValueError(f"{data}: no patients in the {split.value} split")
     options = ChunkOptions(segmentation=SegmentationSource.MODEL, model=bundle)
-    patients: list[PatientRecord] = []
-    images: list[ImageRecord] = []
-    for chunk in chunked(refs, chunk_size):
-        result = process_chunk(chunk, options)
-        patients += result.patients
-        images += result.images
+    result = process_serially(refs, options, model_id_for(options), chunk_size)
+    patients, images = result.patients, result.images
     metrics = {
         "data": Path(data).name,
         "split": split.value,
