@@ -17,11 +17,11 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from echo_batch.domain import CfgInfo, Label
 from echo_batch.errors import CfgError, InputError
@@ -37,16 +37,25 @@ _MHD_TYPES: dict[str, int] = {
     "MET_FLOAT": 4,
     "MET_DOUBLE": 8,
 }
-_SITK_TYPES = {
-    sitk.sitkUInt8,
-    sitk.sitkInt8,
-    sitk.sitkUInt16,
-    sitk.sitkInt16,
-    sitk.sitkUInt32,
-    sitk.sitkInt32,
-    sitk.sitkFloat32,
-    sitk.sitkFloat64,
-}
+_SITK_TYPES = (
+    "sitkUInt8",
+    "sitkInt8",
+    "sitkUInt16",
+    "sitkInt16",
+    "sitkUInt32",
+    "sitkInt32",
+    "sitkFloat32",
+    "sitkFloat64",
+)
+
+
+def _sitk():
+    """SimpleITK, imported on first use: plain NIfTI stills are decoded without it."""
+    import SimpleITK
+
+    return SimpleITK
+
+
 _VALID_LABELS = frozenset(int(label) for label in Label)
 
 
@@ -71,18 +80,31 @@ class EchoImage:
 
     Attributes:
         array: ``(H, W)`` pixels; float32 intensities or uint8 labels.
-        geometry: spacing ``(row_mm, col_mm)``, origin and direction.
+        spacing: ``(row_mm, col_mm)`` pixel size.
         path: file it was read from.
     """
 
     array: np.ndarray
-    geometry: Geometry
+    spacing: tuple[float, float]
     path: Path
+    known_geometry: Geometry | None = field(default=None, repr=False, compare=False)
 
-    @property
-    def spacing(self) -> tuple[float, float]:
-        """``(row_mm, col_mm)`` pixel size."""
-        return self.geometry.spacing
+    @cached_property
+    def geometry(self) -> Geometry:
+        """Spacing, origin and direction (origin and direction read from the header on demand)."""
+        if self.known_geometry is not None:
+            return self.known_geometry
+        reader = _sitk().ImageFileReader()
+        reader.SetFileName(os.fspath(self.path))
+        reader.ReadImageInformation()
+        origin = reader.GetOrigin()[:2]
+        direction = reader.GetDirection()
+        n = reader.GetDimension()
+        return Geometry(
+            spacing=self.spacing,
+            origin=origin,
+            direction=(direction[0], direction[1], direction[n], direction[n + 1]),
+        )
 
 
 @dataclass(frozen=True)
@@ -113,9 +135,10 @@ def _parse_mhd_header(path: Path, limits: InputLimits) -> dict[str, str]:
     if size > limits.max_header_bytes:
         raise InputError(path, f"header is {size} bytes, larger than {limits.max_header_bytes}")
     try:
-        text = path.read_text(encoding="ascii")
+        text = path.read_text(encoding="utf-8")  # SimpleITK writes UTF-8 data-file names
     except UnicodeDecodeError:
-        raise InputError(path, "header is not ASCII text (not a MetaImage header)") from None
+        reason = "header is not ASCII or UTF-8 text (not a MetaImage header)"
+        raise InputError(path, reason) from None
     except OSError as exc:
         raise InputError(path, f"cannot read header ({exc.strerror})") from None
     fields: dict[str, str] = {}
@@ -159,10 +182,17 @@ def _check_mhd(path: Path, patient_dir: Path | None, limits: InputLimits, max_di
     nbytes = math.prod(dims) * _MHD_TYPES[etype]
     compressed = fields.get("CompressedData", "False").lower() == "true"
     actual = data_path.stat().st_size
+    _check_readable(data_path)
     if compressed:
         if nbytes > limits.max_decoded_bytes:
             raise InputError(path, f"decoded size {nbytes} bytes exceeds the limit")
         decoded = _inflate_bounded(data_path, nbytes, zlib.decompressobj(), report=path)
+        if len(decoded) > nbytes:  # inflation stopped one byte past the header's size
+            raise InputError(
+                path,
+                f"compressed data {data_path.name} expands past the {nbytes} bytes the header "
+                "implies",
+            )
         if len(decoded) != nbytes:
             raise InputError(
                 path,
@@ -174,6 +204,14 @@ def _check_mhd(path: Path, patient_dir: Path | None, limits: InputLimits, max_di
         raise InputError(
             data_path, f"raw data file is {what}: {actual} bytes, header implies {nbytes}"
         )
+
+
+def _check_readable(path: Path) -> None:
+    """Open and close ``path`` so that a permission problem names the file (SimpleITK would not)."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as exc:
+        raise InputError(path, f"cannot read data file ({exc.strerror or exc})") from None
 
 
 def _inflate_bounded(path: Path, limit: int, inflater, report: Path | None = None) -> bytes:
@@ -211,11 +249,62 @@ def _inflate_bounded(path: Path, limit: int, inflater, report: Path | None = Non
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 
 
-def _check_nifti(path: Path, limits: InputLimits, max_dims: int) -> None:
-    """Check a NIfTI-1 file's pixel payload before SimpleITK reads it.
+@dataclass(frozen=True)
+class _NiftiPayload:
+    """Pixels and spacing decoded straight from a plain NIfTI-1 file (the common case)."""
+
+    array: np.ndarray  # (..., H, W), C order as SimpleITK returns it
+    spacing: tuple[float, float]  # (row_mm, col_mm)
+
+
+# datatype code -> numpy dtype character, for the types decoded without SimpleITK
+_NIFTI_FAST_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4"}
+_NIFTI_UNITS_MM = {0, 2}  # unknown (ITK assumes mm) or millimetre
+
+
+def _nifti_payload(head: bytes, data: bytes, endian: str, nbytes: int, expected: int):
+    """Decode pixels when nothing calls for SimpleITK's conversions (else None).
+
+    The fast path covers a 2-D or 3-D scalar image in millimetres without intensity scaling;
+    anything else (scaling, other units, vector types, negative spacing, an sform without a
+    qform) is left to SimpleITK, so both paths give the same pixels and spacing.
+    """
+    dims = struct.unpack(endian + "8h", head[40:56])
+    datatype = struct.unpack(endian + "h", head[70:72])[0]
+    pixdim = struct.unpack(endian + "8f", head[76:108])
+    slope, inter = struct.unpack(endian + "2f", head[112:120])
+    units = head[123] & 0x07
+    qform_code, sform_code = struct.unpack(endian + "2h", head[252:256])
+    ndim = dims[0]
+    if (
+        datatype not in _NIFTI_FAST_TYPES
+        or not 2 <= ndim <= 3
+        or units not in _NIFTI_UNITS_MM
+        or slope not in (0.0, 1.0)
+        or inter != 0.0
+        or (sform_code > 0 and qform_code == 0)
+        or not all(math.isfinite(v) and v > 0 for v in pixdim[1:3])
+    ):
+        return None
+    dtype = np.dtype(endian + _NIFTI_FAST_TYPES[datatype])
+    shape = tuple(reversed(dims[1 : ndim + 1]))
+    array = np.frombuffer(
+        data, dtype=dtype, count=nbytes // dtype.itemsize, offset=expected - nbytes
+    )
+    native = array.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+    return _NiftiPayload(array=native, spacing=(pixdim[2], pixdim[1]))
+
+
+def _check_nifti(path: Path, limits: InputLimits, max_dims: int) -> _NiftiPayload | None:
+    """Check a NIfTI-1 file's pixel payload before anything else reads it.
 
     SimpleITK silently zero-fills a truncated NIfTI payload and turns NaN/inf into 0, so the
-    decoded length and the float values are checked here on the raw bytes.
+    decoded length and the float values are checked here on the raw bytes. The payload is decoded
+    once; when the file needs none of SimpleITK's conversions it is returned so that SimpleITK does
+    not decode it again.
+
+    Returns:
+        The decoded pixels and spacing, or None when SimpleITK must read the file.
     """
     gz = path.name.lower().endswith(".gz")
     if gz:
@@ -229,7 +318,7 @@ def _check_nifti(path: Path, limits: InputLimits, max_dims: int) -> None:
         if struct.unpack(endian + "i", head[:4])[0] == 348:
             break
     else:
-        return  # not NIfTI-1; SimpleITK decides
+        return None  # not NIfTI-1; SimpleITK decides
     dims = struct.unpack(endian + "8h", head[40:56])
     datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
     vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
@@ -243,10 +332,13 @@ def _check_nifti(path: Path, limits: InputLimits, max_dims: int) -> None:
     expected = max(vox_offset, 348) + nbytes
     if gz:
         data = _inflate_bounded(path, expected, zlib.decompressobj(wbits=47))
+        if len(data) > expected:  # inflation stopped one byte past the header's size
+            raise InputError(
+                path, f"compressed data expands past the {expected} bytes its header implies"
+            )
     else:
-        data = path.read_bytes() if path.stat().st_size <= expected + 1 else b""
-        if not data:
-            return
+        with path.open("rb") as fh:
+            data = fh.read(expected)  # trailing bytes are ignored, as SimpleITK does
     if len(data) < expected:
         raise InputError(
             path,
@@ -261,6 +353,7 @@ def _check_nifti(path: Path, limits: InputLimits, max_dims: int) -> None:
         )
         if not np.isfinite(values).all():
             raise InputError(path, "image holds NaN or infinite pixel values")
+    return _nifti_payload(head, data, endian, nbytes, expected)
 
 
 def _resolve_inside(header: Path, data_name: str, folder: Path) -> Path:
@@ -299,9 +392,29 @@ def _check_dims(path: Path, dims: list[int], max_dims: int, limits: InputLimits)
         raise InputError(path, f"image size {dims} exceeds the decoded size limit")
 
 
-def _read_sitk(path: Path, patient_dir: Path | None, limits: InputLimits, ndim: int) -> sitk.Image:
-    """Validate the header, then read the file with SimpleITK."""
-    path = Path(path)
+def _validate(
+    path: Path, patient_dir: Path | None, limits: InputLimits, ndim: int
+) -> _NiftiPayload | None:
+    """Check location, size and payload of a file before any pixel is allocated.
+
+    An operating-system error (permission denied, I/O error, symlink loop) becomes an
+    :class:`InputError` naming the file, so that it fails only its own image.
+
+    Returns:
+        The decoded pixels of a plain NIfTI file (see ``_check_nifti``), else None.
+    """
+    try:
+        return _validate_file(path, patient_dir, limits, ndim)
+    except OSError as exc:
+        where = Path(os.fsdecode(exc.filename)) if exc.filename else path
+        raise InputError(where, f"cannot read ({exc.strerror or exc})") from None
+    except RuntimeError as exc:  # pathlib's "Symlink loop from ..."
+        raise InputError(path, f"cannot be resolved ({exc})") from None
+
+
+def _validate_file(
+    path: Path, patient_dir: Path | None, limits: InputLimits, ndim: int
+) -> _NiftiPayload | None:
     if not path.is_file():
         raise InputError(path, "file is missing" if not path.exists() else "not a regular file")
     if patient_dir is not None and not path.resolve().is_relative_to(patient_dir.resolve()):
@@ -311,7 +424,18 @@ def _read_sitk(path: Path, patient_dir: Path | None, limits: InputLimits, ndim: 
     if _is_mhd(path):
         _check_mhd(path, patient_dir, limits, ndim)
     elif path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti(path, limits, ndim)
+        return _check_nifti(path, limits, ndim)
+    return None
+
+
+def _check_spacing(path: Path, spacing, limits: InputLimits) -> None:
+    if not all(math.isfinite(s) and 0 < s <= limits.max_spacing_mm for s in spacing):
+        raise InputError(path, f"implausible pixel spacing {tuple(spacing)} mm")
+
+
+def _read_sitk(path: Path, limits: InputLimits, ndim: int):
+    """Read a validated file with SimpleITK (returns a ``SimpleITK.Image``), header first."""
+    sitk = _sitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(os.fspath(path))
     try:
@@ -322,19 +446,17 @@ def _read_sitk(path: Path, patient_dir: Path | None, limits: InputLimits, ndim: 
     _check_dims(path, dims, ndim, limits)
     if reader.GetNumberOfComponents() != 1:
         raise InputError(path, f"{reader.GetNumberOfComponents()} channels, expected 1")
-    if reader.GetPixelID() not in _SITK_TYPES:
+    if reader.GetPixelID() not in {getattr(sitk, name) for name in _SITK_TYPES}:
         pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
         raise InputError(path, f"unsupported pixel type {pixel_type}")
-    spacing = reader.GetSpacing()[:2]
-    if not all(math.isfinite(s) and 0 < s <= limits.max_spacing_mm for s in spacing):
-        raise InputError(path, f"implausible pixel spacing {spacing} mm")
+    _check_spacing(path, reader.GetSpacing()[:2], limits)
     try:
         return reader.Execute()
     except RuntimeError:
         raise InputError(path, "pixel data is truncated or corrupt") from None
 
 
-def _geometry(image: sitk.Image) -> Geometry:
+def _geometry(image) -> Geometry:
     sx, sy = image.GetSpacing()[:2]
     origin = image.GetOrigin()[:2]
     direction = image.GetDirection()
@@ -394,10 +516,18 @@ def read_image(
         InputError: the file is missing, malformed, too large, not 2-D, or holds bad values.
     """
     path = Path(path)
-    image = _read_sitk(path, patient_dir, limits, ndim=2)
-    array = _squeeze_to(sitk.GetArrayFromImage(image), 2, path)
+    payload = _validate(path, patient_dir, limits, ndim=2)
+    if payload is not None:  # plain NIfTI: decoded once, SimpleITK reads the header on demand
+        _check_spacing(path, payload.spacing, limits)
+        array, geometry = payload.array, None
+        spacing = payload.spacing
+    else:
+        image = _read_sitk(path, limits, ndim=2)
+        array, geometry = _sitk().GetArrayFromImage(image), _geometry(image)
+        spacing = geometry.spacing
+    array = _squeeze_to(array, 2, path)
     array = _as_labels(array, path) if labels else _as_intensity(array, path)
-    return EchoImage(array=array, geometry=_geometry(image), path=path)
+    return EchoImage(array=array, spacing=spacing, path=path, known_geometry=geometry)
 
 
 def read_sequence(
@@ -422,8 +552,9 @@ def read_sequence(
         InputError: the file is missing, malformed, too large or holds bad values.
     """
     path = Path(path)
-    image = _read_sitk(path, patient_dir, limits, ndim=3)
-    array = sitk.GetArrayFromImage(image)
+    _validate(path, patient_dir, limits, ndim=3)
+    image = _read_sitk(path, limits, ndim=3)
+    array = _sitk().GetArrayFromImage(image)
     if array.ndim == 2:
         array = array[None]
     array = _as_labels(array, path) if labels else _as_intensity(array, path)
@@ -442,7 +573,9 @@ _FLOAT_KEYS = {
 _STR_KEYS = {"Sex": "sex", "ImageQuality": "image_quality"}
 
 
-def parse_cfg(path: Path | str, *, limits: InputLimits = DEFAULT_LIMITS) -> CfgInfo:
+def parse_cfg(
+    path: Path | str, *, patient_dir: Path | None = None, limits: InputLimits = DEFAULT_LIMITS
+) -> CfgInfo:
     """Parse a CAMUS ``Info_{2CH,4CH}.cfg`` file of either release.
 
     2019 files carry ``LVedv``, ``LVesv`` and ``LVef``; 2023 files carry ``EF`` and ``FrameRate``.
@@ -450,17 +583,24 @@ def parse_cfg(path: Path | str, *, limits: InputLimits = DEFAULT_LIMITS) -> CfgI
 
     Args:
         path: cfg file.
+        patient_dir: folder the file must resolve inside (default: the file's own folder), so
+            that a symbolic link cannot make it read anything else.
         limits: ``max_header_bytes`` bounds the file size.
 
     Returns:
         CfgInfo with typed fields.
 
     Raises:
-        CfgError: the file is missing, not text, has a line without ``:``, a value of the wrong
-            type, or inconsistent frame indices.
+        CfgError: the file is missing, not a regular file, outside its folder, not text, has a
+            line without ``:``, a value of the wrong type, or inconsistent frame indices.
     """
     path = Path(path)
     try:
+        if not path.resolve().is_relative_to((patient_dir or path.parent).resolve()):
+            raise CfgError(path, "file resolves outside the patient folder")
+        if not path.is_file():  # a FIFO would block the reader forever
+            what = "no such file" if not path.exists() else "not a regular file"
+            raise CfgError(path, f"cannot read ({what})")
         if path.stat().st_size > limits.max_header_bytes:
             raise CfgError(path, "file is too large to be a cfg file")
         text = path.read_text(encoding="utf-8-sig")
@@ -468,6 +608,8 @@ def parse_cfg(path: Path | str, *, limits: InputLimits = DEFAULT_LIMITS) -> CfgI
         raise CfgError(path, "not a text file") from None
     except OSError as exc:
         raise CfgError(path, f"cannot read ({exc.strerror or exc})") from None
+    except RuntimeError as exc:  # pathlib's "Symlink loop from ..."
+        raise CfgError(path, f"cannot be resolved ({exc})") from None
     values: dict[str, object] = {}
     extra: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
