@@ -33,7 +33,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
+import cv2
 import numpy as np
 from skimage.measure import find_contours
 
@@ -48,6 +50,7 @@ MARCH_START_PX = 8.0
 MARCH_STEP_PX = 0.5
 NATIVE_CAMUS_SPACING_MM = 0.308
 _PAIR_CHUNK = 512
+_TOP_K = 512
 
 
 @dataclass(frozen=True)
@@ -209,9 +212,22 @@ def _passes_samples(
 
 
 def _find_base(contour: np.ndarray) -> tuple[int, int] | None:
-    """Longest admissible chord ``(j, i)`` with ``j < i`` (see module docstring), or None."""
-    n = len(contour)
-    i_idx, j_idx = np.nonzero(np.tril(np.ones((n, n), dtype=bool), k=-2))
+    """Longest admissible chord ``(j, i)`` with ``j < i`` (see module docstring), or None.
+
+    Candidates are visited in the order of the definition (length descending, then ``i`` and
+    ``j`` ascending) but only the longest ``_TOP_K`` (and their ties) are sorted and checked at a
+    time: the base is nearly always among the first few hundred chords, so most of the
+    ``O(N^2)`` candidates are never sorted or checked.
+    """
+    rows = contour[:, 0].astype(np.float32)
+    cols = contour[:, 1].astype(np.float32)
+    # j <= i - 2, and within 45 degrees of +column: a cheap float32 superset first (a relative
+    # slack far above float32 rounding), then the exact float64 test on the survivors
+    d_row = np.abs(rows[None, :] - rows[:, None])  # [i, j] = |contour[j] - contour[i]| (rows)
+    d_col = cols[None, :] - cols[:, None]
+    near = d_col >= d_row * np.float32(1 - 1e-4) - np.float32(1e-3)
+    near &= _below_diagonal(len(contour))
+    i_idx, j_idx = np.nonzero(near)  # i, then j ascending
     if i_idx.size == 0:
         return None
     diff = contour[j_idx] - contour[i_idx]
@@ -221,11 +237,43 @@ def _find_base(contour: np.ndarray) -> tuple[int, int] | None:
     length = np.sqrt(diff[:, 0] * diff[:, 0] + diff[:, 1] * diff[:, 1])
     nonzero = length > 0  # a zero-length chord never beats the initial best length of 0
     i_idx, j_idx, length = i_idx[nonzero], j_idx[nonzero], length[nonzero]
-    order = np.lexsort((j_idx, i_idx, -length))
-    order = order[_passes_samples(contour, i_idx[order], j_idx[order], length[order])]
-    k = np.arange(n)
-    for start in range(0, order.size, _PAIR_CHUNK):
-        sel = order[start : start + _PAIR_CHUNK]
+    remaining = np.arange(length.size)
+    while remaining.size:
+        if remaining.size > _TOP_K:
+            cut = np.partition(length[remaining], remaining.size - _TOP_K)[remaining.size - _TOP_K]
+            longest = length[remaining] >= cut  # ties at the cut stay together
+            batch, remaining = remaining[longest], remaining[~longest]
+        else:
+            batch, remaining = remaining, remaining[:0]
+        order = batch[np.argsort(-length[batch], kind="stable")]  # stable: ties keep (i, j) order
+        order = order[_passes_samples(contour, i_idx[order], j_idx[order], length[order])]
+        found = _first_admissible(contour, i_idx, j_idx, length, order)
+        if found is not None:
+            return found
+    return None
+
+
+@lru_cache(maxsize=64)
+def _below_diagonal(n: int) -> np.ndarray:
+    """``(n, n)`` bool, True where ``j <= i - 2`` (read-only, cached per contour length)."""
+    mask = np.tri(n, n, k=-2, dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
+def _first_admissible(
+    contour: np.ndarray,
+    i_idx: np.ndarray,
+    j_idx: np.ndarray,
+    length: np.ndarray,
+    order: np.ndarray,
+) -> tuple[int, int] | None:
+    """First chord of ``order`` whose intermediate points all stay within the 8-pixel band."""
+    k = np.arange(len(contour))
+    start, size = 0, 16  # the base is usually among the first chords: grow the chunks
+    while start < order.size:
+        sel = order[start : start + size]
+        start, size = start + size, min(2 * size, _PAIR_CHUNK)
         ci, cj = contour[i_idx[sel]], contour[j_idx[sel]]
         u = cj - ci  # line direction, as (p1 - p0) with p0 = contour[i], p1 = contour[j]
         w = ci[:, None, :] - contour[None, :, :]  # p0 - points
@@ -252,7 +300,13 @@ def _march(mask: np.ndarray, points: np.ndarray, direction: np.ndarray) -> np.nd
         ``(K,)`` distances in pixels: 8, 8.5, 9, .. (first step whose position is outside).
     """
     h, w = mask.shape
-    n_steps = int(2 * (h + w) / MARCH_STEP_PX) + 4
+    col0, row0, width, height = cv2.boundingRect(mask)
+    # beyond the mask's bounding box every position is off the mask: march no further than that
+    reach = np.hypot(
+        np.maximum(np.abs(points[:, 0] - row0), np.abs(points[:, 0] - (row0 + height - 1))),
+        np.maximum(np.abs(points[:, 1] - col0), np.abs(points[:, 1] - (col0 + width - 1))),
+    ).max()
+    n_steps = int(max(reach + 2 - MARCH_START_PX, 0) / MARCH_STEP_PX) + 4
     dist = MARCH_START_PX + MARCH_STEP_PX * np.arange(n_steps)
     pos_r = points[:, 0, None] + dist[None, :] * direction[0]
     pos_c = points[:, 1, None] + dist[None, :] * direction[1]

@@ -143,3 +143,35 @@ def test_native_grid_variant_reproduces_its_reference(pid: str) -> None:
     assert isinstance(result, CamusResult)
     assert result.ef_pct == int(row["ef_gt_ref_native_grid"])
     assert abs(result.ef_pct - int(row["cfg_ef"])) <= 2
+
+
+def _brute_force_base(contour: np.ndarray) -> tuple[int, int] | None:
+    """The base chord by its definition, one chord at a time (slow, obviously correct)."""
+    best, best_len = None, 0.0
+    for i in range(len(contour)):
+        for j in range(i - 1):
+            d = contour[j] - contour[i]
+            if abs(np.degrees(np.arctan2(d[0], d[1]))) > 45.0:
+                continue
+            length = float(np.hypot(d[0], d[1]))
+            if length <= best_len:
+                continue
+            between = contour[j + 1 : i] - contour[i]
+            dev = np.abs(d[0] * between[:, 1] - d[1] * between[:, 0]) / length
+            if np.all(dev <= 8.0):
+                best, best_len = (j, i), length
+    return best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_base_search_equals_the_definition(seed: int) -> None:
+    """Oracle: the pruned, vectorised search returns the chord of the brute-force definition."""
+    from echo_batch.camus_method import _find_base
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 140))
+    t = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radius = rng.uniform(10, 60) * (1 + 0.25 * rng.standard_normal(n).clip(-2, 2))
+    contour = np.stack([radius * np.sin(t) * 1.6, radius * np.cos(t)], axis=1)
+    contour = np.round(contour * 2) / 2  # half-pixel grid: ties in length do occur
+    assert _find_base(contour) == _brute_force_base(contour)
