@@ -89,3 +89,31 @@ def test_compiled_engine_matches_eager(real_images):
     images = real_images[:6]  # batches of 4 and 2 (padded)
     for a, b in zip(eager.segment(images), compiled.segment(images), strict=True):
         assert (a.labels == b.labels).mean() >= 0.9999
+
+
+def test_on_device_labels_equal_the_host_probability_path(real_images):
+    """Oracle: labels and confidence taken on the device equal those of the host probabilities.
+
+    Covers images on the input grid (labels straight from the device) and images of another size
+    (probabilities resampled on the host), mixed in one batch.
+    """
+    from echo_batch.model.inference import to_native
+    from echo_batch.model.preprocess import to_grid
+
+    engine = SegmentationEngine.from_path(device="cpu", precision="fp32", batch_size=4)
+    images = [*real_images[:3], cv2.resize(real_images[3], (301, 187)), real_images[4]]
+    fast = engine.segment(images)
+    probs = engine.probabilities(np.stack([to_grid(i, engine.input_size) for i in images]))
+    for got, p, image in zip(fast, probs, images, strict=True):
+        ref = to_native(p, image.shape)
+        assert got.labels.shape == image.shape
+        np.testing.assert_array_equal(got.labels, ref.labels)
+        assert got.confidence == pytest.approx(ref.confidence, abs=1e-5)
+
+
+def test_forward_only_counts_every_image(real_images):
+    from echo_batch.model.preprocess import to_grid
+
+    engine = SegmentationEngine.from_path(device="cpu", precision="fp32", batch_size=4)
+    grid = np.stack([to_grid(i, engine.input_size) for i in real_images[:7]])
+    assert engine.forward_only(grid) == 7

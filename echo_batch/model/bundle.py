@@ -1,22 +1,26 @@
 """Model bundle: ``model.pt`` (state dict) and ``metadata.json`` in one directory.
 
 Weights are loaded with ``weights_only=True`` and their sha256 is checked against the metadata
-before loading, so a bundle cannot execute code or be swapped silently.
+before loading, so a bundle cannot execute code or be swapped silently. The file is read once;
+the bytes that were hashed are the bytes that are loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from echo_batch.errors import EchoBatchError
-from echo_batch.model.unet import UNet, UNetConfig
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written, not to read an id
+    import torch
+
+    from echo_batch.model.unet import UNet, UNetConfig
 
 WEIGHTS_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
@@ -44,6 +48,8 @@ class Bundle:
     @property
     def config(self) -> UNetConfig:
         """Architecture parameters."""
+        from echo_batch.model.unet import UNetConfig
+
         return UNetConfig.from_dict(self.metadata["architecture"]["params"])
 
     @property
@@ -59,6 +65,8 @@ class Bundle:
 
     def build(self) -> UNet:
         """A UNet in eval mode with the bundle's weights."""
+        from echo_batch.model.unet import UNet
+
         model = UNet(self.config)
         model.load_state_dict(self.state_dict)
         return model.eval()
@@ -93,6 +101,8 @@ def save_bundle(
     Returns:
         The bundle directory.
     """
+    import torch
+
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     tmp = weights.with_suffix(".pt.tmp")
@@ -111,14 +121,11 @@ def update_metadata(directory: Path, **fields: Any) -> dict[str, Any]:
     return metadata
 
 
-def load_bundle(directory: Path | str | None = None) -> Bundle:
-    """Load and verify a bundle.
-
-    Args:
-        directory: bundle directory; the default bundle shipped with the package when None.
+def _verified(directory: Path | str | None) -> tuple[Path, dict[str, Any], bytes]:
+    """Read a bundle's metadata and weight bytes and check the sha256 (no torch needed).
 
     Returns:
-        The verified Bundle.
+        ``(path, metadata, weight bytes)``.
 
     Raises:
         BundleError: files missing, metadata unreadable, or sha256 mismatch.
@@ -132,14 +139,43 @@ def load_bundle(directory: Path | str | None = None) -> Bundle:
     except (OSError, ValueError) as exc:
         raise BundleError(f"{meta_path}: unreadable metadata ({exc})") from None
     expected = metadata.get("sha256")
-    actual = sha256_file(weights)
+    try:
+        data = weights.read_bytes()  # hashed and loaded from the same bytes: no swap in between
+    except OSError as exc:
+        raise BundleError(f"{weights}: cannot read weights ({exc})") from None
+    actual = hashlib.sha256(data).hexdigest()
     if expected != actual:
         raise BundleError(
             f"{weights}: sha256 {actual[:12]}... does not match metadata "
             f"({str(expected)[:12]}...); the weights were changed or corrupted"
         )
+    return path, metadata, data
+
+
+def bundle_model_id(directory: Path | str | None = None) -> str:
+    """Id of a verified bundle (name and weight hash) without loading the weights or torch."""
+    _, metadata, _ = _verified(directory)
+    return f"{metadata['name']}@{metadata['sha256'][:12]}"
+
+
+def load_bundle(directory: Path | str | None = None) -> Bundle:
+    """Load and verify a bundle.
+
+    Args:
+        directory: bundle directory; the default bundle shipped with the package when None.
+
+    Returns:
+        The verified Bundle.
+
+    Raises:
+        BundleError: files missing, metadata unreadable, or sha256 mismatch.
+    """
+    import torch
+
+    path, metadata, data = _verified(directory)
+    weights = path / WEIGHTS_FILE
     try:
-        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+        state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files
         raise BundleError(f"{weights}: cannot load weights ({exc})") from None
     return Bundle(path=path, metadata=metadata, state_dict=state_dict)

@@ -7,6 +7,7 @@ taken, so that thin structures survive the round trip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,6 +135,110 @@ class SegmentationEngine:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
         return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
 
+    def _batches(self, grid_images: np.ndarray):
+        """Yield ``(start, logits)`` per forward pass; ``logits`` is ``(n, C, rows, cols)``.
+
+        Args:
+            grid_images: ``(N, rows, cols)`` float32, already normalised (see ``to_grid``).
+        """
+        for start in range(0, len(grid_images), self.batch_size):
+            batch = grid_images[start : start + self.batch_size]
+            n = len(batch)
+            if self.compiled and n < self.batch_size:  # fixed shape: no recompilation
+                pad = np.zeros((self.batch_size - n, *batch.shape[1:]), batch.dtype)
+                batch = np.concatenate([batch, pad])
+            failure = None
+            try:
+                x = torch.from_numpy(np.ascontiguousarray(batch))[:, None]
+                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                with self._autocast():
+                    logits = self._forward(x)[:n]
+            except RuntimeError as exc:  # CUDA out of memory or a lost GPU: see _recover_batch
+                failure = _gpu_failure(exc)
+            if failure is not None:  # out of the except block: the failed pass's memory is free
+                x = logits = None
+                logits = self._recover_batch(batch[:n], *failure)
+            yield start, logits
+
+    def _recover_batch(self, batch: np.ndarray, oom: bool, reason: str) -> torch.Tensor:
+        """Logits of a batch whose forward pass failed on the GPU: smaller batches, then the CPU.
+
+        The whole out-of-memory / lost-GPU fallback lives in this method (and :func:`_gpu_failure`,
+        which sorts the errors):
+
+        - CUDA out of memory on several images: the batch is halved, recursively, on the same
+          device with the eager model (a compiled graph must not see new batch shapes);
+        - CUDA out of memory on one image, a lost GPU or any other CUDA error: the batch runs on
+          a CPU copy of the model, built once from the bundle's weights (fp32).
+
+        Each step logs a warning. Images are independent in the network (eval mode), so the
+        results equal those of the normal path up to floating-point rounding. Retries happen
+        outside ``except`` blocks: a live exception keeps the failed pass's activations alive
+        through its traceback, and every smaller batch would run out of memory too.
+
+        Args:
+            batch: ``(n, rows, cols)`` float32 grid images of the failed pass (no padding).
+            oom: the pass ran out of GPU memory (else the GPU failed).
+            reason: first line of the error, for the log.
+
+        Returns:
+            ``(n, C, rows, cols)`` float32 logits, on the CPU.
+        """
+        if self.device.type == "cuda":
+            with contextlib.suppress(RuntimeError):  # fails too when the GPU is gone
+                torch.cuda.empty_cache()
+        if oom and len(batch) > 1:
+            half = (len(batch) + 1) // 2
+            logger.warning(
+                "engine: CUDA out of memory on a batch of %d images; retrying as %d + %d",
+                len(batch),
+                half,
+                len(batch) - half,
+            )
+            parts = []
+            for part in (batch[:half], batch[half:]):
+                failure = None
+                try:
+                    x = torch.from_numpy(np.ascontiguousarray(part))[:, None]
+                    x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                    with self._autocast():
+                        logits = self.model(x).float().cpu()
+                except RuntimeError as exc:
+                    failure = _gpu_failure(exc)
+                if failure is not None:
+                    x = logits = None
+                    logits = self._recover_batch(part, *failure)
+                parts.append(logits)
+            return torch.cat(parts)
+        logger.warning(
+            "engine: %s on a batch of %d images (%s); running this batch on the CPU",
+            "CUDA out of memory" if oom else "GPU failure",
+            len(batch),
+            reason,
+        )
+        if getattr(self, "_cpu_model", None) is None:
+            self._cpu_model = self.bundle.build().to(memory_format=torch.channels_last)
+        x = torch.from_numpy(np.ascontiguousarray(batch))[:, None]
+        with torch.inference_mode():
+            return self._cpu_model(x.contiguous(memory_format=torch.channels_last)).float()
+
+    @torch.inference_mode()
+    def forward_only(self, grid_images: np.ndarray) -> int:
+        """Run the network alone on normalised grid images (the model-only benchmark).
+
+        Args:
+            grid_images: ``(N, rows, cols)`` float32.
+
+        Returns:
+            Number of images processed (the device is synchronised before returning).
+        """
+        count = 0
+        for _, logits in self._batches(grid_images):
+            count += len(logits)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return count
+
     @torch.inference_mode()
     def probabilities(self, grid_images: np.ndarray) -> np.ndarray:
         """Class probabilities on the input grid.
@@ -144,25 +249,19 @@ class SegmentationEngine:
         Returns:
             ``(N, rows, cols, C)`` float32 probabilities (channels last, ready for cv2).
         """
-        out = []
-        for start in range(0, len(grid_images), self.batch_size):
-            batch = grid_images[start : start + self.batch_size]
-            n = len(batch)
-            if self.compiled and n < self.batch_size:  # fixed shape: no recompilation
-                pad = np.zeros((self.batch_size - n, *batch.shape[1:]), batch.dtype)
-                batch = np.concatenate([batch, pad])
-            x = torch.from_numpy(batch)[:, None]
-            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                logits = self._forward(x)[:n]
+        n_classes = self.bundle.config.n_classes
+        out = np.empty((len(grid_images), *self.input_size, n_classes), np.float32)
+        for start, logits in self._batches(grid_images):
             probs = logits.float().softmax(1).permute(0, 2, 3, 1)
-            out.append(probs.cpu().numpy())
-        if not out:
-            return np.zeros((0, *self.input_size, self.bundle.config.n_classes), np.float32)
-        return np.ascontiguousarray(np.concatenate(out))
+            out[start : start + len(logits)] = probs.cpu().numpy()
+        return out
 
+    @torch.inference_mode()
     def segment(self, images: Sequence[np.ndarray]) -> list[Segmentation]:
         """Segment native images of any sizes.
+
+        Labels and confidences are taken on the device; only images whose native size differs
+        from the input grid bring their probabilities back to the host for resampling.
 
         Args:
             images: ``(H_i, W_i)`` intensity arrays.
@@ -173,8 +272,43 @@ class SegmentationEngine:
         if not images:
             return []
         grid = np.stack([to_grid(img, self.input_size) for img in images])
-        probs = self.probabilities(grid)
-        return [to_native(p, img.shape) for p, img in zip(probs, images, strict=True)]
+        results: list[Segmentation] = []
+        for start, logits in self._batches(grid):
+            probs = logits.float().softmax(1)
+            top, labels = probs.max(1)  # (n, rows, cols); max(1) is much faster than argmax(1)
+            heart = labels > 0
+            count = heart.sum((1, 2))
+            conf = ((top * heart).sum((1, 2)) / count.clamp(min=1)).cpu().numpy()
+            labels_host = labels.to(torch.uint8).cpu().numpy()
+            for k in range(len(logits)):
+                image = images[start + k]
+                if tuple(image.shape) == tuple(self.input_size):
+                    native = labels_host[k]
+                else:
+                    grid_probs = probs[k].permute(1, 2, 0).cpu().numpy()
+                    native = _resample_labels(grid_probs, image.shape)
+                results.append(Segmentation(labels=native, confidence=float(conf[k])))
+        return results
+
+
+def _gpu_failure(error: RuntimeError) -> tuple[bool, str]:
+    """``(out of memory?, first line)`` of a CUDA failure; any other error is raised again.
+
+    Part of the fallback of :meth:`SegmentationEngine._recover_batch`.
+    """
+    message = str(error)
+    oom = isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in message
+    if not oom and not any(tag in message for tag in ("CUDA", "cuDNN", "CUBLAS", "NCCL")):
+        raise error
+    return oom, (message.splitlines() or [type(error).__name__])[0][:160]
+
+
+def _resample_labels(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``(H, W)`` uint8 labels of ``(rows, cols, C)`` probabilities resized to ``shape``."""
+    h, w = int(shape[0]), int(shape[1])
+    if probs.shape[:2] != (h, w):
+        probs = cv2.resize(probs, (w, h), interpolation=cv2.INTER_LINEAR)
+    return probs.argmax(axis=-1).astype(np.uint8)
 
 
 def to_native(probs: np.ndarray, shape: tuple[int, ...]) -> Segmentation:
@@ -190,8 +324,4 @@ def to_native(probs: np.ndarray, shape: tuple[int, ...]) -> Segmentation:
     top = probs.max(axis=-1)
     heart = probs.argmax(axis=-1) > 0
     confidence = float(top[heart].mean()) if heart.any() else 0.0
-    h, w = int(shape[0]), int(shape[1])
-    if probs.shape[:2] != (h, w):
-        probs = cv2.resize(probs, (w, h), interpolation=cv2.INTER_LINEAR)
-    labels = probs.argmax(axis=-1).astype(np.uint8)
-    return Segmentation(labels=labels, confidence=confidence)
+    return Segmentation(labels=_resample_labels(probs, shape), confidence=confidence)
