@@ -141,9 +141,9 @@ def model_id_for(options: ChunkOptions) -> str:
     """``gt`` or the bundle id the options select."""
     if options.segmentation == SegmentationSource.GT:
         return GT_MODEL_ID
-    from echo_batch.model.bundle import load_bundle
+    from echo_batch.model.bundle import bundle_model_id
 
-    return load_bundle(options.model).model_id
+    return bundle_model_id(options.model)
 
 
 def _load_patient(ref: PatientRef, need_gt: bool) -> _PatientWork:
@@ -172,7 +172,7 @@ def _load_patient(ref: PatientRef, need_gt: bool) -> _PatientWork:
     return work
 
 
-def _segment(works: Sequence[_PatientWork], options: ChunkOptions) -> None:
+def _segment(works: Sequence[_PatientWork], options: ChunkOptions, engine=None) -> None:
     """Fill ``mask`` (and ``confidence``) of every loadable image, batched across patients."""
     todo = [i for w in works for i in w.images.values() if i.error is None and i.image is not None]
     if options.segmentation == SegmentationSource.GT:
@@ -181,7 +181,7 @@ def _segment(works: Sequence[_PatientWork], options: ChunkOptions) -> None:
         return
     if not todo:
         return
-    engine = get_engine(options)
+    engine = engine or get_engine(options)
     results = engine.segment([item.image.array for item in todo])
     for item, seg in zip(todo, results, strict=True):
         item.mask, item.confidence = seg.labels, seg.confidence
@@ -213,6 +213,9 @@ def _image_record(
         distances = contour_distances_mm(item.mask == Label.LV, item.gt.array == Label.LV, spacing)
         if distances is not None:
             fields.update(hd_lv_mm=distances[0], hd95_lv_mm=distances[1], mad_lv_mm=distances[2])
+    from echo_batch.quality import image_flags, image_qc
+
+    fields["qc_flags"] = image_flags(image_qc(item.mask, spacing, geometry), item.confidence)
     if isinstance(geometry, GeometryFailure):
         error = f"{ref.patient_id} {key}: LV geometry failed: {geometry.reason}"
         return ImageRecord(
@@ -319,7 +322,9 @@ def _patient_record(
         status = Status.PARTIAL if has_single else Status.FAILED
     if status != Status.OK:
         errors.extend(n for n in volumes.notes if n not in errors)
-    flags = patient_flags(volumes, image_records)
+    flags = patient_flags(
+        volumes, image_records, geometries, None if cfg is None else cfg.image_quality
+    )
     record = PatientRecord(
         patient_id=ref.patient_id,
         split=ref.split.value,
@@ -375,7 +380,10 @@ def failed_patient_record(ref: PatientRef, error: str, model_id: str) -> Patient
 
 
 def process_chunk(
-    refs: Sequence[PatientRef], options: ChunkOptions, model_id: str | None = None
+    refs: Sequence[PatientRef],
+    options: ChunkOptions,
+    model_id: str | None = None,
+    engine=None,
 ) -> ChunkResult:
     """Process a chunk of patients end to end.
 
@@ -383,6 +391,8 @@ def process_chunk(
         refs: discovered patients.
         options: segmentation source and engine settings.
         model_id: id written to every row (computed from the options when None).
+        engine: any object with ``segment(images) -> list[Segmentation]`` to use instead of the
+            process-wide engine of the options (benchmark baselines, tests).
 
     Returns:
         ChunkResult with exactly one PatientRecord per input patient, in input order.
@@ -393,7 +403,7 @@ def process_chunk(
     need_gt = options.segmentation == SegmentationSource.GT
     works = [_load_patient(ref, need_gt) for ref in refs]
     t1 = time.perf_counter()
-    _segment(works, options)
+    _segment(works, options, engine)
     t2 = time.perf_counter()
     for work in works:
         try:

@@ -35,6 +35,29 @@ def chunked(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def balanced_chunk_size(n_items: int, chunk_size: int, workers: int) -> int:
+    """Largest size <= ``chunk_size`` that gives every worker the same number of chunks.
+
+    With ``n`` items and ``w`` workers the chunk count is rounded up to a multiple of ``w`` and the
+    items are spread evenly over the chunks, so that no worker is left alone with a last chunk
+    while the others idle (the tail of a short run).
+
+    Args:
+        n_items: items to split.
+        chunk_size: the largest allowed chunk.
+        workers: workers that process chunks in parallel.
+
+    Returns:
+        The chunk size to pass to :func:`chunked` (>= 1).
+    """
+    if chunk_size < 1 or workers < 1:
+        raise ValueError(f"chunk size and workers must be >= 1, got {chunk_size}, {workers}")
+    if n_items <= 0:
+        return chunk_size
+    rounds = -(-n_items // (workers * chunk_size))  # chunks per worker
+    return max(1, -(-n_items // (rounds * workers)))
+
+
 def summarise(patients: list[PatientRecord]) -> dict[str, Any]:
     """Counts by status, EF distribution and agreement with the references."""
     efs = [p.ef_pct for p in patients if p.ef_pct is not None]
