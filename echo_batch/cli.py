@@ -137,6 +137,38 @@ def evaluate(
 
 
 @app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="OUT folder of a finished run.")],
+    worst: Annotated[int, typer.Option(help="Patients in the worst-case gallery.")] = 6,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="DATA root of the images (default: the one recorded in run.json)."),
+    ] = None,
+    recompute: Annotated[
+        bool,
+        typer.Option(help="Segment the gallery patients again when the run saved no masks."),
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Write OUT/report/index.html: agreement, QC flags, results by quality, worst cases.
+
+    Plots are PNG files under OUT/report/plots and OUT/report/gallery; the figures shown are also
+    in OUT/report/summary.json.
+    """
+    from echo_batch.report import write_report
+
+    _setup_logging(verbose)
+    missing = [n for n in ("patients.parquet", "images.parquet") if not (out / n).is_file()]
+    if missing:
+        typer.echo(f"error: {out}: no {' or '.join(missing)} (not the OUT of a run)", err=True)
+        raise typer.Exit(2)
+    if worst < 0:
+        raise typer.BadParameter("--worst must be >= 0")
+    index = write_report(out, worst=worst, data=data, recompute=recompute)
+    typer.echo(f"report written to {index}")
+
+
+@app.command()
 def run(
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", help="Output folder for the Parquet files.")],
@@ -242,6 +274,9 @@ def run(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(render_run_summary(record))
+    from echo_batch.report import write_report_safely
+
+    write_report_safely(out)  # the flow path writes it at the end of the flow
 
 
 def _run_flow(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: images.parquet qc_flags
 
 UNITS = {
     "_ml": "mL",
@@ -48,6 +48,9 @@ class ImageRecord:
         hd95_lv_mm: 95th percentile Hausdorff distance of the LV contour.
         mad_lv_mm: mean absolute distance of the LV contour.
         confidence: mean max-probability of the model inside the predicted heart (null for gt).
+        qc_flags: quality flags of this image (:mod:`echo_batch.quality`); they also appear in
+            the patient's ``qc_flags``. Nullable, so that files of schema 1.0 (without it)
+            still resume.
     """
 
     patient_id: str
@@ -71,6 +74,7 @@ class ImageRecord:
     hd95_lv_mm: float | None = None
     mad_lv_mm: float | None = None
     confidence: float | None = None
+    qc_flags: list[str] | None = field(default_factory=list)
 
 
 @dataclass(frozen=True)
