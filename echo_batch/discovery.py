@@ -2,8 +2,9 @@
 
 Accepted roots: a 2019 root (``training/``, ``testing/``), a 2023 root (``database_nifti/`` with
 optional ``database_split/``), a ``database_nifti`` folder, or any folder of patient folders.
-Odd entries (missing views, stray files, unreadable folders, duplicate ids) become problems with a
-reason; they never stop discovery.
+Odd entries (missing views, stray files, unreadable folders, duplicate ids, symbolic-link loops,
+patient folders linked outside the folder of patients, folder names that are not UTF-8) become
+problems with a reason; they never stop discovery.
 """
 
 from __future__ import annotations
@@ -176,6 +177,37 @@ def scan_patient(folder: Path, split: Split = Split.NONE) -> PatientRef:
     )
 
 
+def _stays_inside(path: Path, parent: Path) -> bool:
+    """True when ``path`` (a symbolic link) resolves inside ``parent``."""
+    try:
+        return path.resolve().is_relative_to(parent.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def log_problems(manifest: Manifest, log: logging.Logger | logging.LoggerAdapter) -> None:
+    """Log each problem outside the patients (stray entries, duplicates, ...) as one warning line.
+
+    Args:
+        manifest: result of :func:`discover`.
+        log: where to log (the flow passes its Prefect run logger).
+    """
+    for problem in manifest.problems:
+        line = f"{problem.path}: {problem.reason}"
+        # a name that is not UTF-8 is shown with \x escapes instead of breaking the handler
+        log.warning(
+            "%s", line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        )
+
+
 def discover(root: Path | str) -> Manifest:
     """Find every patient under a DATA root.
 
@@ -219,6 +251,15 @@ def discover(root: Path | str) -> Manifest:
                 elif not entry.name.endswith((".txt", ".csv", ".md", ".json")):
                     problems.append(Problem(path, "stray file next to the patient folders"))
                 continue
+            if entry.is_symlink() and not _stays_inside(path, parent):
+                problems.append(
+                    Problem(
+                        path,
+                        f"patient folder is a symbolic link that resolves outside the folder of "
+                        f"patients {parent}",
+                    )
+                )
+                continue
             pid = entry.name
             if pid in patients:
                 problems.append(
@@ -233,6 +274,9 @@ def discover(root: Path | str) -> Manifest:
                 continue
             if not ref.images and not ref.sequences:
                 problems.append(Problem(path, "folder holds no CAMUS image files"))
+                continue
+            if not _is_utf8(pid):  # it could not be written to Parquet as an id
+                problems.append(Problem(path, "folder name is not valid UTF-8 (not a patient id)"))
                 continue
             patients[pid] = ref
     ordered = tuple(patients[pid] for pid in sorted(patients))

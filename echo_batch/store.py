@@ -72,17 +72,37 @@ class OutputLockedError(EchoBatchError):
     def __init__(self, out: Path, holder: dict[str, Any], reason: str) -> None:
         self.out = out
         self.holder = holder
+        self.reason = reason
         super().__init__(
             f"{out}: {reason} (lock file {out / LOCK_FILE}: pid {holder.get('pid')} on host "
             f"{holder.get('host')}, started {holder.get('started')}); if no run is using this "
             f"folder, delete the lock file"
         )
 
+    def __reduce__(self):
+        """Picklable (a Prefect state or a Dask result may carry it to another process)."""
+        return type(self), (self.out, self.holder, self.reason)
+
 
 # --------------------------------------------------------------------------- atomic writes
 
 
 def _write_atomic(table: pa.Table, path: Path, extra_metadata: dict[str, str]) -> None:
+    tmp = _write_tmp(table, path, extra_metadata)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _write_tmp(table: pa.Table, path: Path, extra_metadata: dict[str, str]) -> Path:
+    """Write ``table`` under a hidden, unpredictable temporary name beside ``path``.
+
+    Returns:
+        The temporary file; nothing is left behind when writing fails (e.g. a full disk).
+    """
     metadata = dict(table.schema.metadata or {})
     metadata.update(
         {
@@ -95,10 +115,29 @@ def _write_atomic(table: pa.Table, path: Path, extra_metadata: dict[str, str]) -
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        raise
+    return tmp
+
+
+def _replace_pair(tables: Sequence[tuple[pa.Table, Path]], extra_metadata: dict[str, str]) -> None:
+    """Write every table to a temporary file first, then rename them into place in order.
+
+    A failure while writing (a full disk) leaves every existing file as it was; only the renames,
+    which need no space, happen after the last byte is written.
+    """
+    written: list[tuple[Path, Path]] = []
+    try:
+        for table, path in tables:
+            written.append((_write_tmp(table, path, extra_metadata), path))
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in written:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
 
 
@@ -120,20 +159,43 @@ def write_results(
     Returns:
         Paths of the two files.
     """
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"model_id": model_id}
     p_path, i_path = out / PATIENTS_FILE, out / IMAGES_FILE
-    _write_atomic(to_table(list(patients), PatientRecord), p_path, meta)
-    _write_atomic(to_table(list(images), ImageRecord), i_path, meta)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _replace_pair(
+            [
+                (to_table(list(images), ImageRecord), i_path),
+                (to_table(list(patients), PatientRecord), p_path),
+            ],
+            meta,
+        )
+    except OSError as exc:
+        raise EchoBatchError(f"cannot write to OUT {out}: {exc}") from exc
     return p_path, i_path
 
 
 def write_run_record(out: Path, record: dict[str, Any]) -> Path:
-    """Write ``run.json`` atomically."""
+    """Write ``run.json`` atomically.
+
+    The temporary file is created exclusively and never through a symbolic link, so that a link
+    planted in ``OUT`` cannot redirect the write.
+
+    Raises:
+        EchoBatchError: ``OUT`` is not writable or full.
+    """
     path = out / RUN_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    data = (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise EchoBatchError(f"cannot write to OUT {out}: {exc}") from exc
     return path
 
 
@@ -453,6 +515,7 @@ class OutputStore:
                 f"chunk {chunk_index}: image rows of patients not in the chunk: "
                 f"{', '.join(sorted(strays)[:10])}"
             )
+        self._check_parts_dir()
         self._ensure_dir(self.parts_dir)
         part = PartName(self.run_id, chunk_index)
         meta = {"run_id": self.run_id, "chunk": str(chunk_index)}
@@ -471,7 +534,16 @@ class OutputStore:
             raise EchoBatchError(f"cannot write to OUT {self.out}: {exc}") from exc
         return part.stem
 
+    def _check_parts_dir(self) -> None:
+        """Refuse an ``OUT/parts`` that is a symbolic link: parts are written and deleted there."""
+        if self.parts_dir.is_symlink():
+            raise EchoBatchError(
+                f"{self.parts_dir} is a symbolic link; refusing to read, write or delete parts "
+                "through it (remove it by hand)"
+            )
+
     def _part_files(self) -> list[tuple[PartName, str]]:
+        self._check_parts_dir()
         try:
             names = os.listdir(self.parts_dir)
         except (FileNotFoundError, NotADirectoryError):
@@ -520,8 +592,10 @@ class OutputStore:
         """Fold the compacted files and all parts into ``patients.parquet`` and ``images.parquet``.
 
         Each patient keeps its latest record; rows follow ``patient_ids`` (discovery order), then
-        patients of earlier runs that are no longer discovered, sorted. Both files are replaced
-        atomically (images first), then the consumed parts are deleted; a crash in between leaves
+        patients of earlier runs that are no longer discovered, sorted. Both files are written
+        in full under temporary names, then renamed into place (images first), so a full disk
+        leaves the earlier files as they were; then the consumed parts are deleted; a crash in
+        between leaves
         parts whose records are also in the compacted files, and the next compaction picks each
         patient once ("latest wins").
 
@@ -566,8 +640,7 @@ class OutputStore:
         meta = {"model_id": model_id}
         p_path, i_path = self.out / PATIENTS_FILE, self.out / IMAGES_FILE
         try:
-            _write_atomic(image_table, i_path, meta)
-            _write_atomic(patient_table, p_path, meta)
+            _replace_pair([(image_table, i_path), (patient_table, p_path)], meta)
         except OSError as exc:
             raise EchoBatchError(f"cannot write to OUT {self.out}: {exc}") from exc
         self._delete_parts([s for s in sources if s.part is not None])
