@@ -4,28 +4,38 @@ Prefect runs only in the flow process and tracks chunks (one task per finished c
 computation itself is the plain function :func:`echo_batch.pipeline.process_chunk`, sent to Dask
 workers, which never talk to Prefect (DESIGN.md section 6: no per-worker ephemeral servers, no
 per-patient Prefect overhead). Each worker process loads the model once (``get_engine`` cache).
+
+Failures stay contained: Dask reruns a chunk whose worker died (up to ``allowed_failures`` times);
+a chunk that still fails is split and its patients are retried one by one, so that only the
+patient that brings its worker down is recorded as failed. An unusable ``OUT`` (not writable,
+full, locked) ends the run with a Failed state carrying the :class:`EchoBatchError`, which the
+caller receives as that exception, without a traceback in the log; parts already written stay.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
-from echo_batch.discovery import discover
+from echo_batch.discovery import discover, log_problems
 from echo_batch.domain import PatientRef, SegmentationSource
+from echo_batch.errors import EchoBatchError
 from echo_batch.pipeline import ChunkOptions, ChunkResult, failed_patient_record, process_chunk
 
 # Set by the CLI to draw a progress bar; called with the number of patients of each finished chunk.
 PROGRESS: Callable[[int], None] | None = None
 
 CHUNK_TIMEOUT_S = 3600.0  # a chunk that takes longer than this is failed, never waited on forever
+WORKER_PRELOAD = "echo_batch.worker_preload"  # imported by local workers of model runs
 
 
 def default_workers() -> int:
@@ -33,8 +43,13 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def dask_client(dask_address: str | None, workers: int | None):
+def dask_client(dask_address: str | None, workers: int | None, preload: Sequence[str] = ()):
     """A client of the given scheduler, or of a new local cluster sized to the machine.
+
+    Args:
+        dask_address: scheduler address (or ``DASK_SCHEDULER_ADDRESS``); None for a local cluster.
+        workers: local worker processes (None: one per core).
+        preload: modules each local worker imports when it starts (Dask ``preload``).
 
     Returns:
         ``(client, cluster)``; ``cluster`` is None for an external scheduler.
@@ -57,8 +72,32 @@ def dask_client(dask_address: str | None, workers: int | None):
         processes=True,
         dashboard_address=None,
         silence_logs=40,
+        preload=list(preload),
     )
     return Client(cluster), cluster
+
+
+def _timed_client(dask_address: str | None, workers: int | None, source: SegmentationSource):
+    """``dask_client`` plus the seconds it took; model runs preload torch in the workers."""
+    t0 = time.perf_counter()
+    preload = [WORKER_PRELOAD] if source == SegmentationSource.MODEL else []
+    client, cluster = dask_client(dask_address, workers, preload=preload)
+    return client, cluster, time.perf_counter() - t0
+
+
+def _close(client, cluster) -> None:
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _discard(cluster_future) -> None:
+    """Close the cluster a background start produced (or ignore a start that failed)."""
+    try:
+        client, cluster, _ = cluster_future.result()
+    except Exception:  # the run is failing already; the start error adds nothing
+        return
+    _close(client, cluster)
 
 
 def chunk_resources(client, device: str, segmentation: SegmentationSource) -> dict[str, int] | None:
@@ -77,10 +116,18 @@ def chunk_resources(client, device: str, segmentation: SegmentationSource) -> di
 
 
 @task(name="record-chunk", cache_policy=NO_CACHE)
-def record_chunk(store, result: ChunkResult, index: int) -> dict[str, int]:
-    """Write one finished chunk as an atomic Parquet part; return its counts by status."""
-    store.write_part(result, index)
-    return dict(Counter(p.status for p in result.patients))
+def record_chunk(store, result: ChunkResult, index: int) -> tuple[dict[str, int], str | None]:
+    """Write one finished chunk as an atomic Parquet part.
+
+    Returns:
+        ``(counts by status, None)``, or ``({}, error)`` when ``OUT`` cannot be written (the
+        flow then stops with that error; returning it keeps a traceback out of the task log).
+    """
+    try:
+        store.write_part(result, index)
+    except EchoBatchError as exc:
+        return {}, str(exc)
+    return dict(Counter(p.status for p in result.patients)), None
 
 
 def _failed_chunk(refs: Sequence[PatientRef], error: str, model_id: str) -> ChunkResult:
@@ -105,6 +152,7 @@ def cohort_ef(
     batch_size: int | None = None,
     camus_grid_mm: float | None = None,
     compile: bool = False,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Measure every patient under ``data`` and write ``patients.parquet``/``images.parquet``.
 
@@ -123,12 +171,39 @@ def cohort_ef(
         batch_size: images per forward pass (None: device default).
         camus_grid_mm: fine grid for the CAMUS-compatible method (see ``ChunkOptions``).
         compile: ``torch.compile`` the model in each worker.
+        report: write ``OUT/report/`` (as ``echo-batch report OUT``) at the end; a report failure
+            is logged as a warning and never fails the run.
 
     Returns:
-        The run record, also written to ``OUT/run.json``.
+        The run record, also written to ``OUT/run.json``; a Failed state carrying the
+        :class:`EchoBatchError` when ``OUT`` is locked, not writable or full.
     """
+    try:
+        return _cohort_ef(**locals())  # first statement: locals() holds the arguments only
+    except EchoBatchError as exc:
+        return Failed(message=str(exc), data=exc)
+
+
+def _cohort_ef(
+    data: str,
+    out: str,
+    model: str | None,
+    segmentation: str,
+    chunk_size: int,
+    workers: int | None,
+    dask_address: str | None,
+    device: str,
+    resume: bool,
+    save_masks: bool,
+    precision: str,
+    batch_size: int | None,
+    camus_grid_mm: float | None,
+    compile: bool,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Body of :func:`cohort_ef` (same arguments)."""
     from echo_batch.pipeline import model_id_for
-    from echo_batch.runner import chunked, run_record
+    from echo_batch.runner import balanced_chunk_size, chunked, run_record
     from echo_batch.store import OutputStore
 
     logger = get_run_logger()
@@ -149,10 +224,19 @@ def cohort_ef(
     store = OutputStore(out_path)
     seconds: Counter[str] = Counter()
     with store.lock():
-        manifest = discover(data)
-        done = store.done_patient_ids() if resume else set()
-        todo = [p for p in manifest.patients if p.patient_id not in done]
-        model_id = model_id_for(options)
+        # the cluster starts (and its workers import their modules) while discovery runs
+        starter = ThreadPoolExecutor(1, thread_name_prefix="dask-start")
+        cluster_future = starter.submit(_timed_client, dask_address, workers, source)
+        starter.shutdown(wait=False)
+        try:
+            manifest = discover(data)
+            log_problems(manifest, logger)
+            done = store.done_patient_ids() if resume else set()
+            todo = [p for p in manifest.patients if p.patient_id not in done]
+            model_id = model_id_for(options)
+        except BaseException:
+            _discard(cluster_future)  # no cluster process outlives a failed run
+            raise
         logger.info(
             "%d patients discovered, %d already done, %d to process",
             len(manifest.patients),
@@ -160,18 +244,20 @@ def cohort_ef(
             len(todo),
         )
         seconds["discover"] = time.perf_counter() - started
-        chunks = chunked(todo, chunk_size) if todo else []
         counts: Counter[str] = Counter()
-        if chunks:
-            t0 = time.perf_counter()
-            client, cluster = dask_client(dask_address, workers)
-            seconds["cluster_start"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        client, cluster, seconds["cluster_start"] = cluster_future.result()
+        seconds["cluster_wait"] = time.perf_counter() - t0
+        n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        size = balanced_chunk_size(len(todo), chunk_size, n_workers)
+        chunks = chunked(todo, size) if todo else []
+        if not chunks:
+            _close(client, cluster)
+        else:
             try:
                 counts = _run_chunks(client, chunks, options, model_id, store, seconds)
             finally:
-                client.close()
-                if cluster is not None:
-                    cluster.close()
+                _close(client, cluster)
         t0 = time.perf_counter()
         store.compact([p.patient_id for p in manifest.patients], model_id)
         seconds["compact"] = time.perf_counter() - t0
@@ -189,50 +275,96 @@ def cohort_ef(
                 "skipped_done": len(manifest.patients) - len(todo),
                 "processed_by_status": dict(counts),
                 "workers": workers or default_workers(),
+                "chunk_size_used": size,
             },
         )
     logger.info("run finished: %s", record["summary"]["status"])
+    if report:
+        from echo_batch.report import write_report_safely
+
+        write_report_safely(out_path, logger)
     return record
 
 
 def _run_chunks(client, chunks, options, model_id, store, seconds) -> Counter[str]:
-    """Submit every chunk to Dask and record each as it finishes."""
+    """Submit the chunks to Dask and record each as it finishes.
+
+    At most one chunk per worker thread is in flight: when a worker dies, Dask counts the death
+    against every task assigned to it, so queuing more would let a patient that kills its worker
+    use up the ``allowed_failures`` of innocent chunks queued behind it. A chunk whose future
+    still fails (its worker died more often than ``allowed_failures``, or the chunk function
+    raised) is split: each of its patients is retried alone, first, so that the others are
+    measured and only a patient that fails alone is recorded as failed.
+    """
     from distributed import as_completed
 
+    logger = get_run_logger()
     resources = chunk_resources(client, options.device, options.segmentation)
+    waiting: deque[tuple[int, list[PatientRef]]] = deque(enumerate(chunks))
     futures = {}
-    for index, refs in enumerate(chunks):
-        future = client.submit(
-            process_chunk,
-            refs,
-            options,
-            model_id,
-            resources=resources,
-            pure=False,
-            key=f"chunk-{index:05d}-{os.getpid()}-{time.time_ns()}",
-        )
-        futures[future] = (index, refs)
+    next_index = len(chunks)
     counts: Counter[str] = Counter()
+    pending = as_completed([], timeout=CHUNK_TIMEOUT_S * len(chunks))
+
+    def top_up() -> None:
+        slots = max(1, sum(client.nthreads().values()))
+        while waiting and len(futures) < slots:
+            index, refs = waiting.popleft()
+            future = client.submit(
+                process_chunk,
+                refs,
+                options,
+                model_id,
+                resources=resources,
+                pure=False,
+                key=f"chunk-{index:05d}-{os.getpid()}-{time.time_ns()}",
+            )
+            futures[future] = (index, refs)
+            pending.add(future)
 
     def record(result: ChunkResult, index: int, n: int) -> None:
         for stage, value in result.seconds.items():
             seconds[stage] += value
-        counts.update(record_chunk(store, result, index))
+        chunk_counts, error = record_chunk(store, result, index)
+        if error is not None:
+            raise EchoBatchError(error)
+        counts.update(chunk_counts)
         if PROGRESS is not None:
             PROGRESS(n)
 
+    top_up()
     try:
-        for future in as_completed(futures, timeout=CHUNK_TIMEOUT_S * len(chunks)):
+        for future in pending:
             index, refs = futures.pop(future)
             try:
                 result = future.result()
             except Exception as exc:  # a dead or failing worker fails its chunk, not the run
                 error = f"chunk failed on the cluster: {type(exc).__name__}: {exc}"
+                future.release()
+                if len(refs) > 1:
+                    logger.warning(
+                        "chunk %d (%s .. %s) failed on the cluster (%s); retrying its %d "
+                        "patients one by one",
+                        index,
+                        refs[0].patient_id,
+                        refs[-1].patient_id,
+                        type(exc).__name__,
+                        len(refs),
+                    )
+                    alone = [(next_index + k, [ref]) for k, ref in enumerate(refs)]
+                    next_index += len(refs)
+                    waiting.extendleft(reversed(alone))  # next in line, in patient order
+                    top_up()
+                    continue
                 result = _failed_chunk(refs, error, model_id)
-            future.release()
+            else:
+                future.release()
             record(result, index, len(refs))
-    except TimeoutError:
-        for future, (index, refs) in futures.items():  # still pending: recorded as failed
+            top_up()
+    except TimeoutError:  # still in flight or waiting: recorded as failed
+        for future, (index, refs) in futures.items():
             future.cancel()
+            record(_failed_chunk(refs, "chunk timed out on the cluster", model_id), index, 0)
+        for index, refs in waiting:
             record(_failed_chunk(refs, "chunk timed out on the cluster", model_id), index, 0)
     return counts

@@ -158,3 +158,79 @@ def test_external_scheduler_with_two_workers(cohort, serial, tmp_path):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _processes_with_marker(marker: str) -> list[str]:
+    """Command lines of live processes whose environment carries ``marker``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.environ().get("ECHO_BATCH_TEST_MARKER") == marker:
+                found.append(" ".join(proc.info["cmdline"] or []))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["succeeds", "fails"])
+def test_no_process_outlives_the_run(cohort, tmp_path, fails):
+    """The CLI run leaves no Prefect server, Dask scheduler or worker behind, failed or not.
+
+    The failing run asks for a model bundle that does not exist: it fails after the local cluster
+    has started (the cluster starts in the background while the run reads its inputs).
+    """
+    import os
+    import uuid
+
+    marker = uuid.uuid4().hex
+    cmd = [
+        str(Path(sys.executable).parent / "echo-batch"),
+        "run",
+        str(cohort),
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "2",
+    ]
+    cmd += ["--model", str(tmp_path / "no-such-bundle")] if fails else ["--segmentation", "gt"]
+    env = {**os.environ, "ECHO_BATCH_TEST_MARKER": marker}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert (proc.returncode != 0) == fails, proc.stderr[-2000:]
+    if fails:
+        assert "no-such-bundle" in proc.stderr
+    deadline = time.monotonic() + 10
+    while _processes_with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_with_marker(marker) == []
+
+
+def test_failed_flow_closes_its_cluster_in_process(cohort, tmp_path):
+    """Inside a long-lived process (a Prefect worker), a failed run leaves no Dask children."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    with pytest.raises(Exception, match="no-such-bundle"):
+        _flow(
+            data=str(cohort),
+            out=str(tmp_path / "out"),
+            segmentation="model",
+            model=str(tmp_path / "no-such-bundle"),
+            workers=2,
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        extra = [p for p in me.children(recursive=True) if p.pid not in before and p.is_running()]
+        extra = [
+            p
+            for p in extra
+            if p.status() != psutil.STATUS_ZOMBIE
+            # one per interpreter, started by multiprocessing on first use; not the run's
+            and "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
+        ]
+        if not extra:
+            break
+        time.sleep(0.5)
+    assert [" ".join(p.cmdline()) for p in extra] == []
