@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install run-flow test lint format bench clean
+.PHONY: help install run-flow test lint format bench bench-quick clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -37,11 +37,15 @@ lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install ## Benchmarks: geometry per image, engine vs plain fp32 loop, flow overhead/memory/end to end
-	mkdir -p benchmarks/results
-	$(BIN)/python benchmarks/bench_geometry.py
-	$(BIN)/python benchmarks/bench_engine.py --json benchmarks/results/engine-$$(date +%F)-$$(hostname).json
-	$(BIN)/python benchmarks/bench_flow.py --json benchmarks/results/flow-$$(date +%F)-$$(hostname).json
+BENCH_QUICK_DIR ?= build/bench-quick
+
+bench: install ## Benchmark suite (~15 min, quiet machine): results JSON/MD in benchmarks/results, README table
+	$(BIN)/python benchmarks/suite.py
+	$(BIN)/python benchmarks/perf_table.py --write-readme
+
+bench-quick: install ## Benchmark suite in ~2 min into build/bench-quick (not committed); prints the table
+	$(BIN)/python benchmarks/suite.py --quick --out $(BENCH_QUICK_DIR)
+	$(BIN)/python benchmarks/perf_table.py --results-dir $(BENCH_QUICK_DIR)
 
 format: install ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

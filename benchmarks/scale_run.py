@@ -1,0 +1,363 @@
+"""Scale run: the flow on large synthetic cohorts, with ``--segmentation gt`` and with the model.
+
+For each size in ``--sizes`` (default 1,000 and 10,000 patients) and each segmentation source,
+``echo-batch run DATA --out OUT --workers W`` runs as a subprocess while the RSS of every process
+of its tree is sampled (flow process with the local Dask scheduler and nannies, Prefect API, each
+Dask worker). Recorded per run: wall time of the whole command and of the flow, patients/s,
+images/s, peak RSS in total and per process, Parquet bytes; then the growth from the smallest to
+the largest size (time should grow about linearly, memory stay within 1.2x).
+
+Cohorts: ``echo-batch synth DIR --patients N --seed S --max-side 256`` writes the largest cohort
+once under ``--work`` (reused by later runs when complete); every smaller size is a subset of it,
+the first N patient folders hard-linked (copied where links fail) into their own DATA root.
+``echo-batch synth`` draws each patient from ``(seed, index)`` alone, so the files of a patient do
+not depend on the cohort size (only the split lists do); the subsets are the same patients and
+bytes as the first N of the big cohort. A 256 x 256 patient takes about 1.1 MB.
+
+``--per-worker-check`` also runs the smallest size with 1 worker: the throughput of one worker
+and what each added worker adds, for sizing clusters.
+
+Takes long at the defaults (on the 2-core development machine roughly: synth 10,000 patients
+15-20 min, gt runs 6 min, model runs 25 min); try ``--sizes 20 60`` first.
+
+Usage::
+
+    python benchmarks/scale_run.py [--sizes 1000 10000] [--segmentations gt model]
+        [--workers 2] [--seed 7] [--max-side 256] [--work build/scale] [--per-worker-check]
+        [--out-dir benchmarks/results]
+
+Writes ``<out-dir>/scale-<date>-<host>.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import bench_flow
+import perf_table
+import suite
+
+logger = logging.getLogger("scale_run")
+
+REPO = Path(__file__).resolve().parents[1]
+SEGMENTATIONS = ("gt", "model")
+COMPLETE = ".complete"
+
+
+# ---------------------------------------------------------------- cohorts
+
+
+def cohort_is_complete(root: Path, patients: int) -> bool:
+    """True when ``root`` holds a finished cohort of ``patients`` (``truth.csv`` is written
+    last by ``echo-batch synth``, and by :func:`subset_cohort` before its marker)."""
+    truth = root / "truth.csv"
+    folder = root / "database_nifti"
+    if not truth.is_file() or not folder.is_dir():
+        return False
+    rows = len(truth.read_text().splitlines()) - 1
+    return rows == patients and sum(1 for _ in folder.iterdir()) == patients
+
+
+def synth_cohort(work: Path, patients: int, seed: int, max_side: int) -> tuple[Path, float]:
+    """The cohort of ``patients`` under ``work``, written unless a complete one is there.
+
+    Returns:
+        The DATA root and the seconds spent writing it (0 when reused).
+    """
+    root = work / f"cohort-seed{seed}-side{max_side}-n{patients}"
+    if cohort_is_complete(root, patients):
+        logger.info("reusing %s", root)
+        return root, 0.0
+    if root.exists():
+        shutil.rmtree(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    seconds = bench_flow.synthesize(root, patients, seed=seed, max_side=max_side)
+    logger.info(
+        "synth %d patients: %.0f s (%.1f patients/s)", patients, seconds, patients / seconds
+    )
+    return root, seconds
+
+
+def subset_cohort(big: Path, patients: int, dest: Path) -> Path:
+    """The first ``patients`` patients of ``big`` as their own DATA root (hard links).
+
+    Keeps the split lists and ``truth.csv`` rows of those patients. Reused when complete.
+    """
+    if (dest / COMPLETE).is_file() and cohort_is_complete(dest, patients):
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    folders = sorted((big / "database_nifti").iterdir())[:patients]
+    for folder in folders:
+        target = dest / "database_nifti" / folder.name
+        target.mkdir(parents=True)
+        for path in folder.iterdir():
+            link_or_copy(path, target / path.name)
+    ids = {f.name for f in folders}
+    for split_file in sorted((big / "database_split").glob("*.txt")):
+        kept = [line for line in split_file.read_text().splitlines() if line in ids]
+        out = dest / "database_split" / split_file.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(f"{pid}\n" for pid in kept))
+    lines = (big / "truth.csv").read_text().splitlines()
+    (dest / "truth.csv").write_text("\n".join(lines[: patients + 1]) + "\n")
+    (dest / COMPLETE).write_text(f"{big}\n{patients}\n")
+    return dest
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target``; copy when the file system refuses."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def cohorts(
+    work: Path, sizes: Sequence[int], seed: int, max_side: int
+) -> tuple[dict[int, Path], float]:
+    """DATA roots by size: the largest synthesised, the others subsets of it.
+
+    Returns:
+        Roots by size and the synth seconds.
+    """
+    big, seconds = synth_cohort(work, max(sizes), seed, max_side)
+    roots = {max(sizes): big}
+    for n in sorted(set(sizes) - {max(sizes)}):
+        roots[n] = subset_cohort(big, n, work / f"{big.name}-first{n}")
+    return roots, seconds
+
+
+# ---------------------------------------------------------------- runs
+
+
+def run_case(data: Path, out: Path, workers: int, segmentation: str, chunk_size: int | None):
+    """One measured ``echo-batch run`` into a fresh ``out``.
+
+    Returns:
+        ``bench_flow.flow_case``'s figures plus ``segmentation``, ``workers``,
+        ``process_patients_per_s`` (whole command, Prefect start included) and
+        ``parquet_bytes`` (``patients``, ``images`` and ``all`` files under OUT).
+    """
+    if out.exists():
+        shutil.rmtree(out)
+    extra = ["--segmentation", segmentation]
+    if chunk_size:
+        extra += ["--chunk-size", str(chunk_size)]
+    case = bench_flow.flow_case(data, out, workers, extra)
+    parquet = {
+        "patients": (out / "patients.parquet").stat().st_size,
+        "images": (out / "images.parquet").stat().st_size,
+        "all": sum(p.stat().st_size for p in out.rglob("*.parquet")),
+    }
+    result = {
+        "segmentation": segmentation,
+        "workers": workers,
+        **case,
+        "process_patients_per_s": case["patients"] / case["wall_s"],
+        "parquet_bytes": parquet,
+    }
+    logger.info(
+        "%s %d patients, %d workers: flow %.1f s (%.1f patients/s), command %.1f s, "
+        "peak RSS %.0f MB %s, status %s",
+        segmentation,
+        case["patients"],
+        workers,
+        case["flow_wall_s"],
+        case["patients_per_s"],
+        case["wall_s"],
+        case["peak_rss_mb"],
+        {k: round(v) for k, v in case["peak_rss_by_role_mb"].items()},
+        case["status"],
+    )
+    return result
+
+
+def growth(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
+    """Ratios from the small run to the large one (same segmentation and workers)."""
+    patients = large["patients"] / small["patients"]
+    wall = large["flow_wall_s"] / small["flow_wall_s"]
+    rss = large["peak_rss_mb"] / small["peak_rss_mb"]
+    roles = small["peak_rss_by_role_mb"].keys() & large["peak_rss_by_role_mb"].keys()
+    return {
+        "from_patients": small["patients"],
+        "to_patients": large["patients"],
+        "patients_ratio": patients,
+        "flow_wall_ratio": wall,
+        "command_wall_ratio": large["wall_s"] / small["wall_s"],
+        "time_per_patient_ratio": wall / patients,
+        "peak_rss_ratio": rss,
+        "peak_rss_by_role_ratio": {
+            r: large["peak_rss_by_role_mb"][r] / small["peak_rss_by_role_mb"][r]
+            for r in sorted(roles)
+        },
+        "memory_flat": rss <= 1.2,
+        "parquet_ratio": large["parquet_bytes"]["all"] / small["parquet_bytes"]["all"],
+    }
+
+
+def per_worker(one: dict[str, Any], many: dict[str, Any]) -> dict[str, Any]:
+    """Throughput of one worker and what each added worker adds (flow wall time)."""
+    workers = many["workers"]
+    added = (many["patients_per_s"] - one["patients_per_s"]) / max(workers - 1, 1)
+    return {
+        "patients": one["patients"],
+        "one_worker_patients_per_s": one["patients_per_s"],
+        "workers": workers,
+        "workers_patients_per_s": many["patients_per_s"],
+        "added_per_worker_patients_per_s": added,
+        "added_per_worker_images_per_s": 4 * added,
+        "scaling_efficiency": many["patients_per_s"] / (workers * one["patients_per_s"]),
+    }
+
+
+def scale_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Cohorts, runs, growth and per-worker figures (see the module docstring)."""
+    started = dt.datetime.now().astimezone()
+    roots, synth_seconds = cohorts(args.work, args.sizes, args.seed, args.max_side)
+    runs: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for n in sorted(roots):
+        for seg in args.segmentations:
+            out = args.work / f"out-{seg}-n{n}-w{args.workers}"
+            runs[seg, n, args.workers] = run_case(roots[n], out, args.workers, seg, args.chunk_size)
+    lo, hi = min(roots), max(roots)
+    result: dict[str, Any] = {
+        "kind": "echo-batch-scale",
+        "date": started.date().isoformat(),
+        "started_at": started.isoformat(timespec="seconds"),
+        "settings": {
+            "sizes": sorted(roots),
+            "segmentations": list(args.segmentations),
+            "workers": args.workers,
+            "chunk_size": args.chunk_size,
+            "seed": args.seed,
+            "max_side": args.max_side,
+        },
+        "cohort": {"root": str(roots[hi]), "synth_seconds": synth_seconds},
+        "git": suite.git_state(),
+        "machine": suite.machine_info(),
+    }
+    if lo != hi:
+        result["growth"] = {
+            seg: growth(runs[seg, lo, args.workers], runs[seg, hi, args.workers])
+            for seg in args.segmentations
+        }
+    if args.per_worker_check and args.workers > 1:
+        result["per_worker"] = {}
+        for seg in args.segmentations:
+            out = args.work / f"out-{seg}-n{lo}-w1"
+            runs[seg, lo, 1] = run_case(roots[lo], out, 1, seg, args.chunk_size)
+            result["per_worker"][seg] = per_worker(runs[seg, lo, 1], runs[seg, lo, args.workers])
+    result["runs"] = list(runs.values())
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Markdown tables of one scale run."""
+    rows = []
+    for r in result["runs"]:
+        rows.append(
+            (
+                r["segmentation"],
+                f"{r['patients']:,}",
+                r["workers"],
+                f"{r['wall_s']:.0f} s",
+                f"{r['flow_wall_s']:.1f} s",
+                perf_table.num(r["patients_per_s"]),
+                perf_table.num(r["images_per_s"]),
+                f"{perf_table.num(r['peak_rss_mb'], 0)} MB",
+                perf_table.role_peaks(r),
+                f"{r['parquet_bytes']['all'] / 2**20:.2f} MB",
+            )
+        )
+    header = (
+        "segmentation",
+        "patients",
+        "workers",
+        "command wall",
+        "flow wall",
+        "patients/s",
+        "images/s",
+        "peak RSS, all processes",
+        "flow / Prefect API / largest worker",
+        "Parquet",
+    )
+    lines = [perf_table.machine_line({**result, "mode": "full"}, None), ""]
+    lines += perf_table.table(header, rows)
+    for seg, g in result.get("growth", {}).items():
+        lines += [
+            "",
+            f"{seg}: {g['from_patients']:,} -> {g['to_patients']:,} patients "
+            f"(x{g['patients_ratio']:.0f}): flow wall time x{g['flow_wall_ratio']:.2f} "
+            f"(time per patient x{g['time_per_patient_ratio']:.2f}), peak RSS "
+            f"x{g['peak_rss_ratio']:.2f} "
+            f"(flat within 1.2x: {perf_table.yes_no(g['memory_flat'])}).",
+        ]
+    for seg, w in result.get("per_worker", {}).items():
+        lines += [
+            "",
+            f"{seg}, {w['patients']:,} patients: 1 worker "
+            f"{w['one_worker_patients_per_s']:.1f} patients/s, {w['workers']} workers "
+            f"{w['workers_patients_per_s']:.1f}; each added worker adds "
+            f"{w['added_per_worker_patients_per_s']:.1f} patients/s "
+            f"({w['added_per_worker_images_per_s']:.0f} images/s; scaling efficiency "
+            f"{perf_table.pct(w['scaling_efficiency'])}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_result(result: dict[str, Any], out_dir: Path) -> Path:
+    """``<out_dir>/scale-<date>-<host>.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"scale-{result['date']}-{result['machine']['host']}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--segmentations", nargs="+", choices=SEGMENTATIONS, default=SEGMENTATIONS)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk-size", type=int, default=None, help="default: the flow's")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--work", type=Path, default=REPO / "build" / "scale", help="cohorts, OUTs")
+    parser.add_argument(
+        "--per-worker-check",
+        action="store_true",
+        help="also run the smallest size with 1 worker (throughput added per worker)",
+    )
+    parser.add_argument("--out-dir", type=Path, default=perf_table.RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if min(args.sizes) < 1:
+        parser.error("--sizes must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    result = scale_run(args)
+    path = write_result(result, args.out_dir)
+    print(markdown(result))
+    logger.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
