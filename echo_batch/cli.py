@@ -176,7 +176,10 @@ def run(
     segmentation: Annotated[
         str, typer.Option(help="model: segment with the U-Net; gt: measure the expert masks.")
     ] = "model",
-    chunk_size: Annotated[int, typer.Option(help="Patients per chunk.")] = 16,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(help="Patients per chunk (default: about 8 chunks per worker, 16-64)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
@@ -218,7 +221,7 @@ def run(
     from echo_batch.domain import SegmentationSource
     from echo_batch.errors import EchoBatchError
     from echo_batch.pipeline import ChunkOptions
-    from echo_batch.runner import run_cohort
+    from echo_batch.runner import AUTO_CHUNK_MIN, run_cohort
 
     _setup_logging(verbose)
     try:
@@ -266,7 +269,7 @@ def run(
                 data,
                 out,
                 options,
-                chunk_size=chunk_size,
+                chunk_size=chunk_size or AUTO_CHUNK_MIN,
                 manifest=manifest,
                 on_chunk=lambda r: progress.advance(task, len(r.patients)),
             )
@@ -284,7 +287,7 @@ def _run_flow(
     out: Path,
     model: Path | None,
     source,
-    chunk_size: int,
+    chunk_size: int | None,
     workers: int | None,
     dask_address: str | None,
     device: str,

@@ -39,6 +39,7 @@ from echo_batch.volumes import area_length_ml
 logger = logging.getLogger(__name__)
 
 GT_MODEL_ID = "gt"
+PATIENTS_PER_PASS = 16  # patients held in memory at once inside a chunk (CPU)
 
 
 @dataclass(frozen=True)
@@ -399,6 +400,32 @@ def process_chunk(
     """
     result = ChunkResult()
     model_id = model_id or model_id_for(options)
+    seconds = {"load": 0.0, "segment": 0.0, "measure": 0.0}
+    step = _patients_per_pass(options)
+    for start in range(0, len(refs), step):  # memory bounded by the pass, not by the chunk
+        _process_pass(refs[start : start + step], options, model_id, engine, result, seconds)
+    result.seconds = seconds
+    return result
+
+
+def _patients_per_pass(options: ChunkOptions) -> int:
+    """Patients loaded and segmented together: enough images for a few engine batches.
+
+    16 patients (64 images) on the CPU; on a GPU at least one full batch (batch_size / 4 patients).
+    """
+    batch = options.batch_size or (256 if options.device == "cuda" else 2)
+    return max(PATIENTS_PER_PASS, -(-batch // len(IMAGE_KEYS)))
+
+
+def _process_pass(
+    refs: Sequence[PatientRef],
+    options: ChunkOptions,
+    model_id: str,
+    engine,
+    result: ChunkResult,
+    seconds: dict[str, float],
+) -> None:
+    """Load, segment and measure a few patients; append their records to ``result``."""
     t0 = time.perf_counter()
     need_gt = options.segmentation == SegmentationSource.GT
     works = [_load_patient(ref, need_gt) for ref in refs]
@@ -428,5 +455,6 @@ def process_chunk(
         result.patients.append(patient)
         result.images.extend(images)
     t3 = time.perf_counter()
-    result.seconds = {"load": t1 - t0, "segment": t2 - t1, "measure": t3 - t2}
-    return result
+    seconds["load"] += t1 - t0
+    seconds["segment"] += t2 - t1
+    seconds["measure"] += t3 - t2

@@ -35,6 +35,29 @@ def chunked(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+AUTO_CHUNK_MIN = 16
+AUTO_CHUNK_MAX = 64
+AUTO_CHUNKS_PER_WORKER = 8
+
+
+def auto_chunk_size(n_items: int, workers: int) -> int:
+    """Default chunk size: about 8 chunks per worker, within 16-64 patients.
+
+    Each chunk costs one Prefect task and one Parquet part (tens of ms of flow-process CPU), so
+    chunks must not be tiny on large cohorts; they must not be huge either, since a chunk is the
+    unit of progress and of work lost when a worker dies.
+
+    Args:
+        n_items: patients to process.
+        workers: workers that process chunks in parallel.
+
+    Returns:
+        ``clip(ceil(n / (8 * workers)), 16, 64)``.
+    """
+    wanted = -(-n_items // (AUTO_CHUNKS_PER_WORKER * max(1, workers)))
+    return min(AUTO_CHUNK_MAX, max(AUTO_CHUNK_MIN, wanted))
+
+
 def balanced_chunk_size(n_items: int, chunk_size: int, workers: int) -> int:
     """Largest size <= ``chunk_size`` that gives every worker the same number of chunks.
 

@@ -30,12 +30,13 @@ from echo_batch.discovery import discover, log_problems
 from echo_batch.domain import PatientRef, SegmentationSource
 from echo_batch.errors import EchoBatchError
 from echo_batch.pipeline import ChunkOptions, ChunkResult, failed_patient_record, process_chunk
+from echo_batch.worker_preload import PRELOAD_TORCH_KEY
 
 # Set by the CLI to draw a progress bar; called with the number of patients of each finished chunk.
 PROGRESS: Callable[[int], None] | None = None
 
 CHUNK_TIMEOUT_S = 3600.0  # a chunk that takes longer than this is failed, never waited on forever
-WORKER_PRELOAD = "echo_batch.worker_preload"  # imported by local workers of model runs
+WORKER_PRELOAD = "echo_batch.worker_preload"  # imported by every local worker at start-up
 
 
 def default_workers() -> int:
@@ -43,13 +44,19 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def dask_client(dask_address: str | None, workers: int | None, preload: Sequence[str] = ()):
+def dask_client(
+    dask_address: str | None,
+    workers: int | None,
+    preload: Sequence[str] = (),
+    preload_torch: bool = False,
+):
     """A client of the given scheduler, or of a new local cluster sized to the machine.
 
     Args:
         dask_address: scheduler address (or ``DASK_SCHEDULER_ADDRESS``); None for a local cluster.
         workers: local worker processes (None: one per core).
         preload: modules each local worker imports when it starts (Dask ``preload``).
+        preload_torch: whether ``echo_batch.worker_preload`` also imports torch (model runs).
 
     Returns:
         ``(client, cluster)``; ``cluster`` is None for an external scheduler.
@@ -65,7 +72,9 @@ def dask_client(dask_address: str | None, workers: int | None, preload: Sequence
     # 16 s -> 32 s for 500 patients), so local workers keep glibc's adaptive default.
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+    dask.config.set(
+        {"distributed.nanny.pre-spawn-environ": environ, PRELOAD_TORCH_KEY: preload_torch}
+    )
     cluster = LocalCluster(
         n_workers=workers or default_workers(),
         threads_per_worker=1,
@@ -78,10 +87,14 @@ def dask_client(dask_address: str | None, workers: int | None, preload: Sequence
 
 
 def _timed_client(dask_address: str | None, workers: int | None, source: SegmentationSource):
-    """``dask_client`` plus the seconds it took; model runs preload torch in the workers."""
+    """``dask_client`` plus the seconds it took; model runs also preload torch in the workers."""
     t0 = time.perf_counter()
-    preload = [WORKER_PRELOAD] if source == SegmentationSource.MODEL else []
-    client, cluster = dask_client(dask_address, workers, preload=preload)
+    client, cluster = dask_client(
+        dask_address,
+        workers,
+        preload=[WORKER_PRELOAD],
+        preload_torch=source == SegmentationSource.MODEL,
+    )
     return client, cluster, time.perf_counter() - t0
 
 
@@ -142,7 +155,7 @@ def cohort_ef(
     out: str,
     model: str | None = None,
     segmentation: str = "model",
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
     device: str = "auto",
@@ -161,7 +174,9 @@ def cohort_ef(
         out: output folder (locked for the duration of the run).
         model: bundle directory (None: the bundled default).
         segmentation: "model" or "gt".
-        chunk_size: patients per chunk (one Dask task and one Prefect task each).
+        chunk_size: patients per chunk (one Dask task and one Prefect task each); None picks
+            about 8 chunks per worker within 16-64 (``runner.auto_chunk_size``). Either way the
+            size is lowered so that every worker gets the same number of chunks.
         workers: local Dask worker processes (None: one per core); ignored with ``dask_address``.
         dask_address: scheduler of an existing Dask cluster (or ``DASK_SCHEDULER_ADDRESS``).
         device: "auto", "cpu" or "cuda".
@@ -189,7 +204,7 @@ def _cohort_ef(
     out: str,
     model: str | None,
     segmentation: str,
-    chunk_size: int,
+    chunk_size: int | None,
     workers: int | None,
     dask_address: str | None,
     device: str,
@@ -203,7 +218,7 @@ def _cohort_ef(
 ) -> dict[str, Any]:
     """Body of :func:`cohort_ef` (same arguments)."""
     from echo_batch.pipeline import model_id_for
-    from echo_batch.runner import balanced_chunk_size, chunked, run_record
+    from echo_batch.runner import auto_chunk_size, balanced_chunk_size, chunked, run_record
     from echo_batch.store import OutputStore
 
     logger = get_run_logger()
@@ -249,7 +264,8 @@ def _cohort_ef(
         client, cluster, seconds["cluster_start"] = cluster_future.result()
         seconds["cluster_wait"] = time.perf_counter() - t0
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        size = balanced_chunk_size(len(todo), chunk_size, n_workers)
+        wanted = chunk_size or auto_chunk_size(len(todo), n_workers)
+        size = balanced_chunk_size(len(todo), wanted, n_workers)
         chunks = chunked(todo, size) if todo else []
         if not chunks:
             _close(client, cluster)
@@ -322,13 +338,28 @@ def _run_chunks(client, chunks, options, model_id, store, seconds) -> Counter[st
             futures[future] = (index, refs)
             pending.add(future)
 
+    writes: list = []  # Prefect futures of record-chunk tasks, in submission order
+
+    def collect(block: bool) -> None:
+        """Take the counts of finished writes (all of them when ``block``); stop on an error."""
+        still = []
+        for write in writes:
+            wrapped = getattr(write, "wrapped_future", None)
+            if block or wrapped is None or wrapped.done():
+                chunk_counts, error = write.result()
+                if error is not None:
+                    raise EchoBatchError(error)
+                counts.update(chunk_counts)
+            else:
+                still.append(write)
+        writes[:] = still
+
     def record(result: ChunkResult, index: int, n: int) -> None:
+        """Write a chunk's part in Prefect's task thread pool: this loop goes on serving Dask."""
         for stage, value in result.seconds.items():
             seconds[stage] += value
-        chunk_counts, error = record_chunk(store, result, index)
-        if error is not None:
-            raise EchoBatchError(error)
-        counts.update(chunk_counts)
+        writes.append(record_chunk.submit(store, result, index))
+        collect(block=False)
         if PROGRESS is not None:
             PROGRESS(n)
 
@@ -359,12 +390,13 @@ def _run_chunks(client, chunks, options, model_id, store, seconds) -> Counter[st
                 result = _failed_chunk(refs, error, model_id)
             else:
                 future.release()
+            top_up()  # the freed worker gets its next chunk before this one is recorded
             record(result, index, len(refs))
-            top_up()
     except TimeoutError:  # still in flight or waiting: recorded as failed
         for future, (index, refs) in futures.items():
             future.cancel()
             record(_failed_chunk(refs, "chunk timed out on the cluster", model_id), index, 0)
         for index, refs in waiting:
             record(_failed_chunk(refs, "chunk timed out on the cluster", model_id), index, 0)
+    collect(block=True)
     return counts

@@ -34,3 +34,38 @@ def test_balanced_chunk_size_rejects_nonsense() -> None:
         balanced_chunk_size(10, 0, 2)
     with pytest.raises(ValueError):
         balanced_chunk_size(10, 4, 0)
+
+
+@pytest.mark.parametrize(
+    ("n", "workers", "expected"),
+    [
+        (50, 2, 16),  # small cohorts: the minimum
+        (500, 2, 32),  # ceil(500 / 16)
+        (2000, 2, 64),  # large cohorts: the maximum (memory per chunk is bounded anyway)
+        (50_000, 64, 64),
+        (1000, 64, 16),
+    ],
+)
+def test_auto_chunk_size(n: int, workers: int, expected: int) -> None:
+    from echo_batch.runner import auto_chunk_size
+
+    assert auto_chunk_size(n, workers) == expected
+
+
+def test_passes_inside_a_chunk_do_not_change_the_records(tmp_path, monkeypatch) -> None:
+    """Oracle: a chunk processed in passes of 2 patients equals one pass of all of them."""
+    from echo_batch import pipeline
+    from echo_batch.discovery import discover
+    from echo_batch.domain import SegmentationSource
+    from echo_batch.synth import synth_cohort
+
+    root = synth_cohort(tmp_path / "c", 5, seed=11, fmt="nifti", max_side=96)
+    refs = discover(root).patients
+    options = pipeline.ChunkOptions(segmentation=SegmentationSource.GT)
+    whole = pipeline.process_chunk(refs, options)
+    monkeypatch.setattr(pipeline, "PATIENTS_PER_PASS", 2)
+    assert pipeline._patients_per_pass(options) == 2
+    passes = pipeline.process_chunk(refs, options)
+    assert passes.patients == whole.patients
+    assert passes.images == whole.images
+    assert len(whole.patients) == 5
