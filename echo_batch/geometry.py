@@ -259,6 +259,39 @@ def disk_diameters(
         ``(n_disks,)`` distance in mm between the outermost intersections of each perpendicular
         line at ``(i + 0.5) / n_disks`` of the axis with the polygon (0 where it misses).
     """
+    _, _, lo, hi = _disk_crossings(contour_mm, base_mid_mm, apex_mm, n_disks)
+    return np.where(np.isfinite(hi) & np.isfinite(lo), hi - lo, 0.0)
+
+
+def disk_chords(
+    contour_mm: np.ndarray, base_mid_mm: np.ndarray, apex_mm: np.ndarray, n_disks: int = N_DISKS
+) -> np.ndarray:
+    """End points of the Simpson disks: the chords whose lengths are the disk diameters.
+
+    At ``(i + 0.5) L / n`` from the base along the long axis, the outermost intersections of the
+    perpendicular to the axis with the closed contour.
+
+    Args:
+        contour_mm: ``(N, 2)`` closed contour, (y_mm, x_mm).
+        base_mid_mm: ``(2,)`` base mid-point.
+        apex_mm: ``(2,)`` apex.
+        n_disks: number of disks.
+
+    Returns:
+        ``(n_disks, 2, 2)`` chord end points, (y_mm, x_mm); NaN where a level misses the contour.
+    """
+    centres, normal, lo, hi = _disk_crossings(contour_mm, base_mid_mm, apex_mm, n_disks)
+    ok = np.isfinite(hi) & np.isfinite(lo)
+    ends = np.stack([centres + lo[:, None] * normal, centres + hi[:, None] * normal], axis=1)
+    ends[~ok] = np.nan
+    return ends
+
+
+def _disk_crossings(
+    contour_mm: np.ndarray, base_mid_mm: np.ndarray, apex_mm: np.ndarray, n_disks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Disk centres ``(n, 2)``, the unit normal ``(2,)`` and the outermost crossings ``lo, hi``
+    ``(n,)`` (mm along the normal from each centre; -inf/inf where a level misses the contour)."""
     axis = apex_mm - base_mid_mm
     length = float(np.hypot(axis[0], axis[1]))
     u = axis / length
@@ -274,7 +307,7 @@ def disk_diameters(
     x = across[None, :] + t * (across_next - across)[None, :]
     hi = np.where(crosses, x, -np.inf).max(axis=1)
     lo = np.where(crosses, x, np.inf).min(axis=1)
-    return np.where(np.isfinite(hi) & np.isfinite(lo), hi - lo, 0.0)
+    return base_mid_mm + levels[:, None] * u, normal, lo, hi
 
 
 def _crop_padded(

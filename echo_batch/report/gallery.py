@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from echo_batch.domain import IMAGE_KEYS, ImageKey, Label, PatientRef
-from echo_batch.geometry import N_DISKS, ViewGeometry, measure_lv
+from echo_batch.geometry import ViewGeometry, disk_chords, measure_lv
 from echo_batch.io import EchoImage, read_image
 from echo_batch.report.plots import figure, save
 from echo_batch.report.stats import Comparison, RunData
@@ -58,45 +58,6 @@ class _Panel:
     image: EchoImage
     expert: np.ndarray | None
     predicted: np.ndarray | None
-
-
-def disk_chords(
-    contour_mm: np.ndarray, base_mid_mm: np.ndarray, apex_mm: np.ndarray, n_disks: int = N_DISKS
-) -> np.ndarray:
-    """End points of the Simpson disks, the chords whose lengths are the disk diameters.
-
-    Same construction as :func:`echo_batch.geometry.disk_diameters`: at ``(i + 0.5) L / n`` from
-    the base, the outermost intersections of the perpendicular to the long axis with the contour.
-
-    Args:
-        contour_mm: ``(N, 2)`` closed contour, (y_mm, x_mm).
-        base_mid_mm: ``(2,)`` base mid-point.
-        apex_mm: ``(2,)`` apex.
-        n_disks: number of disks.
-
-    Returns:
-        ``(n_disks, 2, 2)`` chord end points, (y_mm, x_mm); NaN where a level misses the contour.
-    """
-    axis = apex_mm - base_mid_mm
-    length = float(np.hypot(*axis))
-    u = axis / length
-    normal = np.array([-u[1], u[0]])
-    rel = contour_mm - base_mid_mm
-    along, across = rel @ u, rel @ normal
-    along_next, across_next = np.roll(along, -1), np.roll(across, -1)
-    levels = length * (np.arange(n_disks) + 0.5) / n_disks
-    below = along[None, :] < levels[:, None]
-    crosses = below != (along_next[None, :] < levels[:, None])
-    denom = np.where(along_next != along, along_next - along, 1.0)
-    t = (levels[:, None] - along[None, :]) / denom[None, :]
-    x = across[None, :] + t * (across_next - across)[None, :]
-    hi = np.where(crosses, x, -np.inf).max(axis=1)
-    lo = np.where(crosses, x, np.inf).min(axis=1)
-    ok = np.isfinite(hi) & np.isfinite(lo)
-    centres = base_mid_mm + levels[:, None] * u
-    ends = np.stack([centres + lo[:, None] * normal, centres + hi[:, None] * normal], axis=1)
-    ends[~ok] = np.nan
-    return ends
 
 
 def _load_panels(ref: PatientRef) -> list[_Panel]:
