@@ -401,19 +401,22 @@ def process_chunk(
     result = ChunkResult()
     model_id = model_id or model_id_for(options)
     seconds = {"load": 0.0, "segment": 0.0, "measure": 0.0}
-    step = _patients_per_pass(options)
+    if options.segmentation == SegmentationSource.MODEL:
+        engine = engine or get_engine(options)
+    step = _patients_per_pass(options, engine)
     for start in range(0, len(refs), step):  # memory bounded by the pass, not by the chunk
         _process_pass(refs[start : start + step], options, model_id, engine, result, seconds)
     result.seconds = seconds
     return result
 
 
-def _patients_per_pass(options: ChunkOptions) -> int:
-    """Patients loaded and segmented together: enough images for a few engine batches.
-
-    16 patients (64 images) on the CPU; on a GPU at least one full batch (batch_size / 4 patients).
+def _patients_per_pass(options: ChunkOptions, engine=None) -> int:
+    """Patients loaded and segmented together: at least 16, and enough for one full batch of the
+    engine in use (the engine resolved ``auto`` device and batch size; a GPU batches 256 images).
     """
-    batch = options.batch_size or (256 if options.device == "cuda" else 2)
+    if options.segmentation != SegmentationSource.MODEL or engine is None:
+        return PATIENTS_PER_PASS
+    batch = int(getattr(engine, "batch_size", 1))
     return max(PATIENTS_PER_PASS, -(-batch // len(IMAGE_KEYS)))
 
 
