@@ -27,7 +27,7 @@ from echo_batch.domain import (
     Status,
     View,
 )
-from echo_batch.errors import EchoBatchError, InputError
+from echo_batch.errors import EchoBatchError, InputError, OutputError
 from echo_batch.geometry import GeometryFailure, ViewGeometry, largest_lv_component, measure_lv
 from echo_batch.io import EchoImage, parse_cfg, read_image
 from echo_batch.measure import patient_volumes, single_plane_ml
@@ -55,7 +55,8 @@ class ChunkOptions:
         threads: torch threads per process (None: torch default).
         save_masks_to: when set, each predicted label map is written to
             ``<save_masks_to>/<patient>/<patient>_<VIEW>_<INSTANT>_pred.nii.gz`` with the input's
-            spacing and origin (model segmentation only).
+            spacing and origin (model segmentation only); never through a symbolic link (the
+            patient's masks are then skipped and its record carries the error).
         compile: compile the model (``torch.compile``; pays off on long runs).
         camus_grid_mm: when set (e.g. 0.308), the CAMUS-compatible method first upsamples each LV
             mask to pixels of this size, the grid its pixel constants assume (slower, closer to the
@@ -256,16 +257,24 @@ def clean_lv(labels: np.ndarray) -> np.ndarray:
 
 
 def save_masks(work: _PatientWork, folder: Path) -> None:
-    """Write the predicted label maps of one patient (native grid, input geometry)."""
-    from echo_batch.writers import write_image
+    """Write the predicted label maps of one patient (native grid, input geometry).
+
+    Nothing is written through a symbolic link: when ``folder`` or the patient's folder in it is
+    a link (or a write fails), the patient's remaining masks are skipped and the reason is added to
+    its errors, so its record says so (status partial) and the chunk goes on.
+    """
+    from echo_batch.writers import real_folder, write_image
 
     pid = work.ref.patient_id
-    for key, item in work.images.items():
-        if item.mask is None or item.image is None:
-            continue
-        path = folder / pid / f"{pid}_{key}_pred.nii.gz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_image(path, item.mask, item.image.spacing, item.image.geometry.origin)
+    try:
+        patient_folder = real_folder(folder, pid)
+        for key, item in work.images.items():
+            if item.mask is None or item.image is None:
+                continue
+            path = patient_folder / f"{pid}_{key}_pred.nii.gz"
+            write_image(path, item.mask, item.image.spacing, item.image.geometry.origin)
+    except (OutputError, OSError) as exc:
+        work.errors.append(f"{pid}: masks not saved: {exc}")
 
 
 def _patient_record(

@@ -13,19 +13,31 @@ Every file is written atomically: to a hidden temporary name (``.tmp-*``) in the
 then renamed into place. For ``.mhd`` the ``.raw`` data file is renamed first and the header, its
 ``ElementDataFile`` rewritten to the final relative ``.raw`` name, last, so a header never points to
 a missing or temporary data file. A crash leaves at most hidden ``.tmp-*`` files, never a half file.
+
+Nothing is written through a symbolic link planted in an output folder: SimpleITK writes into a
+fresh private folder (``mkdtemp``: created with ``mkdir``, mode 0700, never an existing name or
+link), text files are created with ``O_EXCL``, and ``os.replace`` swaps a link at the final name for
+the new file instead of following it. :func:`real_folder` creates the folders below an output root
+one by one and refuses any that is a link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["write_cfg", "write_image", "write_text"]
+from echo_batch.errors import OutputError
+
+__all__ = ["real_folder", "write_cfg", "write_image", "write_text"]
 
 _SUFFIXES = (".nii.gz", ".nii", ".mhd")
 
@@ -84,8 +96,9 @@ def write_image(
         image.SetSpacing((col_mm, row_mm, 1.0))
         image.SetOrigin((float(origin[0]), float(origin[1]), 0.0))
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = _temp_name(path, suffix)
-    staged_raw = staged.with_name(staged.name[: -len(".mhd")] + ".raw")
+    # SimpleITK opens by name and follows links: give it a folder no one else can have prepared.
+    stage = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+    staged = stage / path.name
     try:
         writer = sitk.ImageFileWriter()
         writer.SetFileName(os.fspath(staged))
@@ -93,14 +106,51 @@ def write_image(
         writer.SetUseCompression(suffix == ".nii.gz")
         writer.Execute(image)
         if suffix == ".mhd":
-            _finish_mhd(staged, staged_raw, path)
+            _finish_mhd(staged, staged.with_name(path.name[: -len(".mhd")] + ".raw"), path)
         else:
             os.replace(staged, path)
     finally:
-        staged.unlink(missing_ok=True)
-        if suffix == ".mhd":
-            staged_raw.unlink(missing_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)
     return path
+
+
+def real_folder(root: Path | str, *parts: str) -> Path:
+    """Create ``root/parts[0]/parts[1]/...`` folder by folder, refusing symbolic links.
+
+    ``root``'s own parents are created as usual (a link there was chosen by the user); ``root``
+    and every folder below it must be a real folder, so that nothing lands outside ``root``.
+
+    Args:
+        root: output folder, e.g. ``OUT/masks``.
+        parts: single folder names below it, e.g. the patient id.
+
+    Returns:
+        The innermost folder.
+
+    Raises:
+        OutputError: ``root`` or a folder below it is a symbolic link or not a folder.
+        ValueError: a part is empty, ``.``, ``..`` or holds a path separator.
+    """
+    folder = Path(root)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _make_real_dir(folder)
+    for part in parts:
+        if part in ("", ".", "..") or "/" in part or (os.altsep and os.altsep in part):
+            raise ValueError(f"{part!r} is not a single folder name")
+        folder = folder / part
+        _make_real_dir(folder)
+    return folder
+
+
+def _make_real_dir(folder: Path) -> None:
+    """Create ``folder`` if absent (never through a link); refuse it if it is not a real folder."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder)
+    mode = os.lstat(folder).st_mode
+    if stat.S_ISLNK(mode):
+        raise OutputError(folder, "is a symbolic link; refusing to write through it (remove it)")
+    if not stat.S_ISDIR(mode):
+        raise OutputError(folder, "exists and is not a folder")
 
 
 def _finish_mhd(staged: Path, staged_raw: Path, path: Path) -> None:

@@ -27,14 +27,17 @@ import SimpleITK as sitk
 import torch
 from cli_runs import REPO
 from corpus import build_corpus
-from fixtures import make_patient, write_mhd, write_nifti_by_hand
+from fixtures import lv_la_labels, make_patient, write_mhd, write_nifti_by_hand
 
 from echo_batch.discovery import discover
+from echo_batch.domain import Status
 from echo_batch.errors import CfgError, EchoBatchError, InputError
 from echo_batch.io import parse_cfg, read_image
 from echo_batch.limits import InputLimits
 from echo_batch.model.bundle import METADATA_FILE, WEIGHTS_FILE, load_bundle, save_bundle
+from echo_batch.model.inference import Segmentation
 from echo_batch.model.unet import UNet, UNetConfig
+from echo_batch.pipeline import ChunkOptions, process_chunk
 from echo_batch.store import LOCK_FILE, OutputLockedError, OutputStore, write_run_record
 
 # --------------------------------------------------------------------------- model weights
@@ -364,3 +367,66 @@ def test_run_record_never_writes_through_a_planted_link(tmp_path, monkeypatch):
     with pytest.raises(EchoBatchError, match="cannot write to OUT"):
         write_run_record(out, {"a": 2})
     assert victim.read_text() == "precious\n"
+
+
+class _LabelsEngine:
+    """Stands in for the model: predicts the fixture's label map for every image."""
+
+    def segment(self, images):
+        return [Segmentation(labels=lv_la_labels(*image.shape), confidence=0.9) for image in images]
+
+
+def _masks_run(tmp_path: Path, plant) -> tuple[dict, Path]:
+    """Model run of two patients with ``--save-masks`` after ``plant(masks)``; records by id."""
+    for pid in ("patient0001", "patient0002"):
+        make_patient(tmp_path / "data", pid, sequences=False)
+    masks = tmp_path / "out" / "masks"
+    masks.parent.mkdir()
+    plant(masks)
+    options = ChunkOptions(device="cpu", save_masks_to=masks)
+    refs = discover(tmp_path / "data").patients
+    result = process_chunk(refs, options, model_id="labels", engine=_LabelsEngine())
+    return {p.patient_id: p for p in result.patients}, masks
+
+
+@pytest.mark.parametrize("linked", ["masks", "masks/patient0001"])
+def test_masks_never_written_through_a_linked_folder(tmp_path, linked):
+    """A linked mask folder skips that patient's masks with a recorded error, not a crash."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+
+    def plant(masks: Path) -> None:
+        (masks.parent / linked).parent.mkdir(parents=True, exist_ok=True)
+        (masks.parent / linked).symlink_to(victim, target_is_directory=True)
+
+    records, masks = _masks_run(tmp_path, plant)
+    assert list(victim.iterdir()) == []
+    link = masks.parent / linked
+    refused = ["patient0001", "patient0002"] if linked == "masks" else ["patient0001"]
+    for pid, record in records.items():
+        if pid in refused:
+            assert record.status == Status.PARTIAL.value and record.ef_pct is not None
+            assert f"{pid}: masks not saved: {link}: " in record.error
+            assert "symbolic link" in record.error
+        else:
+            assert record.status == Status.OK.value
+            written = sorted(p.name for p in (masks / pid).iterdir())
+            assert len(written) == 4 and not (masks / pid).is_symlink()
+
+
+def test_mask_file_name_planted_as_a_link_is_replaced_not_followed(tmp_path):
+    victim = tmp_path / "victim.nii.gz"
+    victim.write_bytes(b"precious")
+
+    def plant(masks: Path) -> None:
+        (masks / "patient0001").mkdir(parents=True)
+        (masks / "patient0001" / "patient0001_2CH_ED_pred.nii.gz").symlink_to(victim)
+
+    records, masks = _masks_run(tmp_path, plant)
+    target = masks / "patient0001" / "patient0001_2CH_ED_pred.nii.gz"
+    assert victim.read_bytes() == b"precious"
+    assert not target.is_symlink() and np.array_equal(
+        read_image(target, labels=True).array, lv_la_labels()
+    )
+    assert {r.status for r in records.values()} == {Status.OK.value}
+    assert [p.name for p in (masks / "patient0001").iterdir() if p.name.startswith(".")] == []
