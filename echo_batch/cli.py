@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -21,15 +22,33 @@ app = typer.Typer(
 logger = logging.getLogger("echo_batch")
 
 
-def _setup_logging(verbose: bool) -> None:
-    from rich.console import Console
-    from rich.logging import RichHandler
+_PLAIN_FORMAT = "%(asctime)s %(levelname)-8s %(message)s"
+_TIME_FORMAT = "%H:%M:%S"
 
+
+def _log_handler(stream: TextIO) -> logging.Handler:
+    """Rich on a terminal; one plain, never wrapped line per record otherwise (CI logs, pipes).
+
+    Rich wraps at the terminal width, and at 80 columns when the stream is not a terminal, which
+    would split one patient's problem over several lines of a log file.
+    """
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        return RichHandler(console=Console(file=stream), show_path=False)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(_PLAIN_FORMAT, _TIME_FORMAT))
+    return handler
+
+
+def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        datefmt="%H:%M:%S",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+        datefmt=_TIME_FORMAT,
+        handlers=[_log_handler(sys.stderr)],
     )
     for noisy in ("httpx", "httpcore", "distributed", "prefect.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
 
-from echo_batch.cli import app
+from echo_batch.cli import _log_handler, app
 
 runner = CliRunner()
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camus224-test"
@@ -68,3 +73,43 @@ def test_synth_then_gt_run(tmp_path):
 def test_run_rejects_an_unknown_segmentation(tmp_path):
     result = runner.invoke(app, ["run", str(SAMPLE), "--out", str(tmp_path), "--segmentation", "x"])
     assert result.exit_code != 0
+
+
+_LOG_ONE_MESSAGE = """
+import logging, sys
+from echo_batch.cli import _setup_logging
+
+_setup_logging(False)
+logging.getLogger("echo_batch.pipeline").warning(sys.argv[1])
+"""
+
+
+def test_log_lines_are_not_wrapped_when_stderr_is_not_a_terminal():
+    """Piped or CI stderr: one problem, one line, however long (Rich would wrap at 80)."""
+    message = "patient0001: " + " ".join(f"word{i:03d}" for i in range(36))
+    assert len(message) == 300
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TTY_COMPATIBLE")}
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOG_ONE_MESSAGE, message],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(message), proc.stderr
+    assert "WARNING" in lines[0]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_log_handler_is_rich_on_a_terminal_and_plain_otherwise():
+    from rich.logging import RichHandler
+
+    assert isinstance(_log_handler(_Terminal()), RichHandler)
+    plain = _log_handler(io.StringIO())
+    assert type(plain) is logging.StreamHandler
