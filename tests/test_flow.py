@@ -234,3 +234,39 @@ def test_failed_flow_closes_its_cluster_in_process(cohort, tmp_path):
             break
         time.sleep(0.5)
     assert [" ".join(p.cmdline()) for p in extra] == []
+
+
+def test_local_scheduler_does_not_keep_the_chunks_it_sent():
+    """The local scheduler runs in the flow process: chunks it sent must not pile up there.
+
+    Dask logs recent messages (1,000 by default), and each message that sends a chunk holds its
+    patient references; ``dask_client`` caps that log for local clusters. Without the cap every
+    chunk below stays alive until the run ends (flow memory grew 8 KB per patient).
+    """
+    import gc
+
+    from echo_batch.domain import PatientRef, Release
+    from flows.cohort_ef import LOCAL_LOW_LEVEL_LOG_LENGTH, _close, dask_client
+
+    chunks = 3 * LOCAL_LOW_LEVEL_LOG_LENGTH
+
+    def live_refs() -> int:
+        gc.collect()
+        return sum(isinstance(o, PatientRef) for o in gc.get_objects())
+
+    before = live_refs()
+    client, cluster = dask_client(None, 1)
+    try:
+        for k in range(chunks):
+            refs = [
+                PatientRef(f"patient{k:03d}{j}", Path("/nowhere"), Release.CAMUS2023)
+                for j in range(4)
+            ]
+            future = client.submit(len, refs, pure=False)
+            assert future.result() == 4
+            future.release()
+            del refs
+        kept = live_refs() - before
+    finally:
+        _close(client, cluster)
+    assert kept <= 4 * (LOCAL_LOW_LEVEL_LOG_LENGTH + 2), kept
