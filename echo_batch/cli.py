@@ -321,19 +321,22 @@ def _run_flow(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     import flows.cohort_ef as cohort_flow
-    from echo_batch.discovery import discover as run_discovery
+    from echo_batch.discovery import validate_root
     from echo_batch.errors import EchoBatchError
 
     try:
-        total = len(run_discovery(data).patients)
+        validate_root(data)
     except EchoBatchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    # the workers start on the free core while the embedded Prefect API starts
+    cohort_flow.prestart_cluster(dask_address, workers, source)
     with Progress(
         *Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     ) as progress:
-        task = progress.add_task("patients", total=total)
+        task = progress.add_task("patients", total=None)  # the flow sets it after discovery
         cohort_flow.PROGRESS = lambda n: progress.advance(task, n)
+        cohort_flow.PROGRESS_TOTAL = lambda n: progress.update(task, total=n)
         try:
             return cohort_flow.cohort_ef(
                 data=str(data),
@@ -355,7 +358,8 @@ def _run_flow(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         finally:
-            cohort_flow.PROGRESS = None
+            cohort_flow.PROGRESS = cohort_flow.PROGRESS_TOTAL = None
+            cohort_flow.discard_prestarted()
 
 
 def render_run_summary(record: dict) -> str:

@@ -208,6 +208,23 @@ def log_problems(manifest: Manifest, log: logging.Logger | logging.LoggerAdapter
         )
 
 
+def validate_root(root: Path | str) -> Path:
+    """The resolved DATA root, checked to be a folder this process can list (cheap, no scan).
+
+    Raises:
+        InputError: the root does not exist, is not a folder or cannot be listed.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InputError(root, "DATA root is not a readable folder")
+    try:
+        with os.scandir(root):
+            pass
+    except OSError as exc:
+        raise InputError(root, f"cannot list folder ({exc.strerror or exc})") from None
+    return root.resolve()
+
+
 def discover(root: Path | str) -> Manifest:
     """Find every patient under a DATA root.
 
@@ -221,10 +238,7 @@ def discover(root: Path | str) -> Manifest:
     Raises:
         InputError: the root does not exist or cannot be listed.
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise InputError(root, "DATA root is not a readable folder")
-    root = root.resolve()
+    root = validate_root(root)
     parents, split_dir = _patient_parents(root)
     split_of: dict[str, Split] = {}
     problems: list[Problem] = []

@@ -270,3 +270,64 @@ def test_local_scheduler_does_not_keep_the_chunks_it_sent():
     finally:
         _close(client, cluster)
     assert kept <= 4 * (LOCAL_LOW_LEVEL_LOG_LENGTH + 2), kept
+
+
+def _new_children(before: set[int]) -> list[str]:
+    """Command lines of live children started since ``before`` (resource tracker aside)."""
+    import psutil
+
+    me = psutil.Process()
+    deadline = time.monotonic() + 15
+    while True:
+        extra = [
+            " ".join(p.cmdline())
+            for p in me.children(recursive=True)
+            if p.pid not in before
+            and p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE
+            and "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
+        ]
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.5)
+
+
+def test_prestarted_cluster_is_the_one_the_run_uses(cohort, serial, tmp_path, monkeypatch):
+    """``echo-batch run`` starts the cluster before the flow: the run takes it, starts none."""
+    import psutil
+
+    import flows.cohort_ef as cohort_flow
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    started = []
+    real = cohort_flow.dask_client
+    monkeypatch.setattr(
+        cohort_flow, "dask_client", lambda *a, **k: started.append(a) or real(*a, **k)
+    )
+    cohort_flow.prestart_cluster(None, 2, SegmentationSource.GT)
+    try:
+        record = _flow(data=str(cohort), out=str(tmp_path), workers=2)
+    finally:
+        cohort_flow.discard_prestarted()
+    _assert_same(tmp_path, serial)
+    assert record["summary"]["status"] == {"ok": 5}
+    assert len(started) == 1
+    assert cohort_flow._PRESTARTED == {}
+    assert _new_children(before) == []  # the run closed the cluster it took
+
+
+def test_prestarted_cluster_no_run_takes_is_closed(cohort, tmp_path):
+    """A run with other settings starts its own cluster; the unused one is closed on discard."""
+    import psutil
+
+    import flows.cohort_ef as cohort_flow
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    cohort_flow.prestart_cluster(None, 1, SegmentationSource.GT)
+    try:
+        _flow(data=str(cohort), out=str(tmp_path), workers=2)  # 2 workers: not the prestarted one
+        assert len(cohort_flow._PRESTARTED) == 1
+    finally:
+        cohort_flow.discard_prestarted()
+    assert cohort_flow._PRESTARTED == {}
+    assert _new_children(before) == []
