@@ -151,6 +151,14 @@ def discard_prestarted() -> None:
         _discard(_PRESTARTED.popitem()[1])
 
 
+def _close_later(client, cluster) -> Future:
+    """Close the client and cluster in a background thread; the future ends with the close."""
+    closer = ThreadPoolExecutor(1, thread_name_prefix="dask-close")
+    future = closer.submit(_close, client, cluster)
+    closer.shutdown(wait=False)
+    return future
+
+
 def _discard(cluster_future) -> None:
     """Close the cluster a background start produced (or ignore a start that failed)."""
     try:
@@ -285,73 +293,79 @@ def _cohort_ef(
     )
     store = OutputStore(out_path)
     seconds: Counter[str] = Counter()
-    with store.lock():
-        # the cluster starts (and its workers import their modules) while discovery runs
-        cluster_future = _PRESTARTED.pop(_cluster_key(dask_address, workers, source), None)
-        if cluster_future is None:
-            starter = ThreadPoolExecutor(1, thread_name_prefix="dask-start")
-            cluster_future = starter.submit(_timed_client, dask_address, workers, source)
-            starter.shutdown(wait=False)
-        try:
-            manifest = discover(data)
-            if PROGRESS_TOTAL is not None:
-                PROGRESS_TOTAL(len(manifest.patients))
-            log_problems(manifest, logger)
-            done = store.done_patient_ids() if resume else set()
-            todo = [p for p in manifest.patients if p.patient_id not in done]
-            model_id = model_id_for(options)
-        except BaseException:
-            _discard(cluster_future)  # no cluster process outlives a failed run
-            raise
-        logger.info(
-            "%d patients discovered, %d already done, %d to process",
-            len(manifest.patients),
-            len(manifest.patients) - len(todo),
-            len(todo),
-        )
-        seconds["discover"] = time.perf_counter() - started
-        counts: Counter[str] = Counter()
-        t0 = time.perf_counter()
-        client, cluster, seconds["cluster_start"] = cluster_future.result()
-        seconds["cluster_wait"] = time.perf_counter() - t0
-        n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        wanted = chunk_size or auto_chunk_size(len(todo), n_workers)
-        size = balanced_chunk_size(len(todo), wanted, n_workers)
-        chunks = chunked(todo, size) if todo else []
-        if not chunks:
-            _close(client, cluster)
-        else:
-            t0 = time.perf_counter()
+    closing: list[Future] = []
+    try:
+        with store.lock():
+            # the cluster starts (and its workers import their modules) while discovery runs
+            cluster_future = _PRESTARTED.pop(_cluster_key(dask_address, workers, source), None)
+            if cluster_future is None:
+                starter = ThreadPoolExecutor(1, thread_name_prefix="dask-start")
+                cluster_future = starter.submit(_timed_client, dask_address, workers, source)
+                starter.shutdown(wait=False)
             try:
-                counts = _run_chunks(client, chunks, options, model_id, store, seconds)
-            finally:
-                seconds["chunks_wall"] = time.perf_counter() - t0
-                _close(client, cluster)
-        t0 = time.perf_counter()
-        store.compact([p.patient_id for p in manifest.patients], model_id)
-        seconds["compact"] = time.perf_counter() - t0
-        record = run_record(
-            out_path,
-            manifest,
-            options,
-            model_id,
-            chunk_size=chunk_size,
-            executor=f"dask:{dask_address or os.environ.get('DASK_SCHEDULER_ADDRESS') or 'local'}",
-            seconds=seconds,
-            started=started,
-            extra={
-                "processed": len(todo),
-                "skipped_done": len(manifest.patients) - len(todo),
-                "processed_by_status": dict(counts),
-                "workers": workers or default_workers(),
-                "chunk_size_used": size,
-            },
-        )
-    logger.info("run finished: %s", record["summary"]["status"])
-    if report:
-        from echo_batch.report import write_report_safely
+                manifest = discover(data)
+                if PROGRESS_TOTAL is not None:
+                    PROGRESS_TOTAL(len(manifest.patients))
+                log_problems(manifest, logger)
+                done = store.done_patient_ids() if resume else set()
+                todo = [p for p in manifest.patients if p.patient_id not in done]
+                model_id = model_id_for(options)
+            except BaseException:
+                _discard(cluster_future)  # no cluster process outlives a failed run
+                raise
+            logger.info(
+                "%d patients discovered, %d already done, %d to process",
+                len(manifest.patients),
+                len(manifest.patients) - len(todo),
+                len(todo),
+            )
+            seconds["discover"] = time.perf_counter() - started
+            counts: Counter[str] = Counter()
+            t0 = time.perf_counter()
+            client, cluster, seconds["cluster_start"] = cluster_future.result()
+            seconds["cluster_wait"] = time.perf_counter() - t0
+            n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+            wanted = chunk_size or auto_chunk_size(len(todo), n_workers)
+            size = balanced_chunk_size(len(todo), wanted, n_workers)
+            chunks = chunked(todo, size) if todo else []
+            # the cluster closes in the background while the results are compacted and reported
+            if not chunks:
+                closing.append(_close_later(client, cluster))
+            else:
+                t0 = time.perf_counter()
+                try:
+                    counts = _run_chunks(client, chunks, options, model_id, store, seconds)
+                finally:
+                    seconds["chunks_wall"] = time.perf_counter() - t0
+                    closing.append(_close_later(client, cluster))
+            t0 = time.perf_counter()
+            store.compact([p.patient_id for p in manifest.patients], model_id)
+            seconds["compact"] = time.perf_counter() - t0
+            record = run_record(
+                out_path,
+                manifest,
+                options,
+                model_id,
+                chunk_size=chunk_size,
+                executor=f"dask:{_cluster_key(dask_address, workers, source)[0] or 'local'}",
+                seconds=seconds,
+                started=started,
+                extra={
+                    "processed": len(todo),
+                    "skipped_done": len(manifest.patients) - len(todo),
+                    "processed_by_status": dict(counts),
+                    "workers": workers or default_workers(),
+                    "chunk_size_used": size,
+                },
+            )
+        logger.info("run finished: %s", record["summary"]["status"])
+        if report:
+            from echo_batch.report import write_report_safely
 
-        write_report_safely(out_path, logger)
+            write_report_safely(out_path, logger)
+    finally:
+        for future in closing:  # no cluster process outlives the run
+            future.result()
     return record
 
 

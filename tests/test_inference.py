@@ -117,3 +117,29 @@ def test_forward_only_counts_every_image(real_images):
     engine = SegmentationEngine.from_path(device="cpu", precision="fp32", batch_size=4)
     grid = np.stack([to_grid(i, engine.input_size) for i in real_images[:7]])
     assert engine.forward_only(grid) == 7
+
+
+def test_folded_batch_norm_equals_the_trained_network(real_images):
+    """The engine folds the norms into the convolutions: same logits and labels as the bundle."""
+    import torch
+
+    from echo_batch.model.bundle import load_bundle
+    from echo_batch.model.preprocess import to_grid
+    from echo_batch.model.unet import fold_batch_norm
+
+    bundle = load_bundle()
+    plain, folded = bundle.build(), fold_batch_norm(bundle.build())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    x = torch.from_numpy(np.stack([to_grid(i, bundle.input_size) for i in real_images]))[:, None]
+    with torch.inference_mode():
+        a, b = plain(x), folded(x)
+    assert (a - b).abs().max().item() < 1e-3 * a.abs().max().item()
+    assert (a.argmax(1) == b.argmax(1)).float().mean().item() >= 0.99999
+
+
+def test_folding_refuses_a_model_in_training_mode():
+    from echo_batch.model.unet import UNet, fold_batch_norm
+
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norm(UNet().train())

@@ -19,6 +19,7 @@ import torch
 
 from echo_batch.model.bundle import Bundle, load_bundle
 from echo_batch.model.preprocess import to_grid
+from echo_batch.model.unet import fold_batch_norm
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class SegmentationEngine:
         if threads is not None and self.device.type == "cpu":
             torch.set_num_threads(threads)
         self.input_size = bundle.input_size
-        model = bundle.build().to(self.device)
+        model = fold_batch_norm(bundle.build()).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
         self.compiled = compile
         self._forward = self.model
@@ -217,7 +218,8 @@ class SegmentationEngine:
             reason,
         )
         if getattr(self, "_cpu_model", None) is None:
-            self._cpu_model = self.bundle.build().to(memory_format=torch.channels_last)
+            self._cpu_model = fold_batch_norm(self.bundle.build())
+            self._cpu_model = self._cpu_model.to(memory_format=torch.channels_last)
         x = torch.from_numpy(np.ascontiguousarray(batch))[:, None]
         with torch.inference_mode():
             return self._cpu_model(x.contiguous(memory_format=torch.channels_last)).float()
