@@ -367,19 +367,15 @@ def model_cases(tmp_path: Path, workers: int, replicas: int) -> dict[str, dict[s
 
 
 def gt_section(
-    tmp_path: Path, sizes: Sequence[int], workers: int, chunk_size: int
+    tmp_path: Path, sizes: Sequence[int], workers: int, chunk_size: int | None
 ) -> dict[str, Any]:
     """``--segmentation gt`` runs on synthetic cohorts of each size, and their growth."""
     cases: dict[str, dict[str, Any]] = {}
     for n in sizes:
         data = tmp_path / f"syn{n}"
         logger.info("synth %d patients: %.1f s", n, synthesize(data, n))
-        case = flow_case(
-            data,
-            tmp_path / f"out{n}",
-            workers,
-            ["--segmentation", "gt", "--chunk-size", str(chunk_size)],
-        )
+        chunking = ["--chunk-size", str(chunk_size)] if chunk_size else []
+        case = flow_case(data, tmp_path / f"out{n}", workers, ["--segmentation", "gt", *chunking])
         cases[str(n)] = case
         logger.info("gt flow %d: %s", n, _scalars(case))
     section: dict[str, Any] = {"gt": cases}
@@ -450,7 +446,7 @@ def model_section(
 def run(
     sizes: Sequence[int] = (200, 2000),
     workers: int = 2,
-    chunk_size: int = 25,
+    chunk_size: int | None = None,
     seconds: float = 8.0,
     replicas: int = 8,
     *,
@@ -463,7 +459,7 @@ def run(
     Args:
         sizes: synthetic cohort sizes of the ``--segmentation gt`` runs.
         workers: local Dask workers (1 thread each).
-        chunk_size: patients per chunk of the gt runs.
+        chunk_size: patients per chunk of the gt runs (None: automatic).
         seconds: model-only measuring time per process.
         replicas: copies of the bundled sample for the amortised model run.
         skip_gt: leave out the gt runs.
@@ -494,7 +490,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=25)
+    parser.add_argument("--chunk-size", type=int, default=None, help="default: automatic")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--replicas", type=int, default=8, help="copies of the sample (model run)")
     parser.add_argument("--skip-gt", action="store_true", help="only the model runs")

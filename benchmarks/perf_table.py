@@ -208,7 +208,7 @@ def gt_flow_lines(flow: dict[str, Any]) -> list[str]:
     """Orchestration overhead and memory of ``--segmentation gt`` runs by cohort size."""
     intro = (
         "**Orchestration** (`--segmentation gt`, synthetic cohorts on a 256 x 256 grid, "
-        f"{flow['workers']} workers, chunk size {flow['chunk_size']}; overhead = flow wall time "
+        f"{flow['workers']} workers, {chunking(flow.get('chunk_size'))}; overhead = flow wall time "
         "- chunk compute / workers; target <= 10 %)."
     )
     rows = []
@@ -244,6 +244,11 @@ def gt_flow_lines(flow: dict[str, Any]) -> list[str]:
             f"x{growth['peak_rss_ratio']:.2f} (target <= 1.2x).",
         ]
     return lines
+
+
+def chunking(chunk_size: int | None) -> str:
+    """How the gt runs were chunked."""
+    return f"chunk size {chunk_size}" if chunk_size else "automatic chunk sizes"
 
 
 def role_peaks(case: dict[str, Any]) -> str:

@@ -69,7 +69,8 @@ class Settings:
         workers: processes of the N x 1 engine rows and Dask workers of the flow runs.
         flow_sizes: synthetic cohort sizes of the ``--segmentation gt`` runs.
         replicas: copies of the bundled sample for the amortised model run.
-        chunk_size: patients per chunk of the gt runs.
+        chunk_size: patients per chunk of the gt runs (None: the flow's automatic sizes, as a
+            user gets them).
     """
 
     geometry_repeat: int
@@ -79,7 +80,7 @@ class Settings:
     workers: int
     flow_sizes: tuple[int, ...]
     replicas: int
-    chunk_size: int = 25
+    chunk_size: int | None = None
 
 
 def presets(cores: int) -> dict[str, Settings]:
@@ -90,7 +91,7 @@ def presets(cores: int) -> dict[str, Settings]:
         batches=(1, 2, 4, 8, 16),
         threads=cores,
         workers=cores,
-        flow_sizes=(200, 2000),
+        flow_sizes=(200, 500, 2000),  # 500: the overhead target of issue 5
         replicas=8,
     )
     quick = replace(
