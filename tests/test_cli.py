@@ -113,3 +113,17 @@ def test_log_handler_is_rich_on_a_terminal_and_plain_otherwise():
     assert isinstance(_log_handler(_Terminal()), RichHandler)
     plain = _log_handler(io.StringIO())
     assert type(plain) is logging.StreamHandler
+
+
+def test_run_with_unusable_root_exits_before_starting_anything(tmp_path, monkeypatch):
+    """A wrong DATA path is reported at once: no Dask cluster, no Prefect API, exit status 2."""
+    import flows.cohort_ef as cohort_flow
+
+    started = []
+    monkeypatch.setattr(cohort_flow, "prestart_cluster", lambda *a: started.append(a))
+    monkeypatch.setattr(cohort_flow, "cohort_ef", lambda **k: started.append(k))
+    result = runner.invoke(app, ["run", str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "DATA root is not a readable folder" in result.output
+    assert started == []
+    assert not (tmp_path / "o").exists()
