@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -52,6 +53,11 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("httpx", "httpcore", "distributed", "prefect.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # Importing distributed (later, lazily) sets its loggers from Dask's configuration, back to
+        # INFO by default, which printed Dask's shutdown chatter and its benign CommClosedError
+        # tracebacks into the run log. The same setting reaches the worker processes.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 DataArg = Annotated[

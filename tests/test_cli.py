@@ -127,3 +127,23 @@ def test_run_with_unusable_root_exits_before_starting_anything(tmp_path, monkeyp
     assert "DATA root is not a readable folder" in result.output
     assert started == []
     assert not (tmp_path / "o").exists()
+
+
+def test_dask_stays_quiet_after_it_is_imported():
+    """Dask sets its loggers when imported (after the CLI's set-up): they must stay at WARNING.
+
+    Otherwise its INFO chatter, and the benign CommClosedError traceback it logs at INFO while a
+    cluster shuts down, end up in the run log.
+    """
+    code = (
+        "import logging, sys\n"
+        "from echo_batch.cli import _setup_logging\n"
+        "_setup_logging(False)\n"
+        "import distributed\n"
+        "print(logging.getLogger('distributed').getEffectiveLevel())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert int(out.stdout.strip()) == logging.WARNING, out.stderr
