@@ -73,7 +73,7 @@ def dask_client(
     import dask
     from distributed import Client, LocalCluster
 
-    address = dask_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    address = scheduler_address(dask_address)
     if address:
         return Client(address, timeout=60), None
     # Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in workers; with the many mid-sized
@@ -121,9 +121,22 @@ def _close(client, cluster) -> None:
 _PRESTARTED: dict[tuple[str | None, int | None, SegmentationSource], Future] = {}
 
 
+def scheduler_address(dask_address: str | None) -> str | None:
+    """``dask_address``, else ``DASK_SCHEDULER_ADDRESS``, else None (a local cluster)."""
+    return dask_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+
+
 def _cluster_key(dask_address: str | None, workers: int | None, source: SegmentationSource):
-    address = dask_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    address = scheduler_address(dask_address)
     return address, None if address else (workers or default_workers()), source
+
+
+def _in_background(name: str, fn: Callable[..., Any], *args: Any) -> Future:
+    """Run ``fn(*args)`` in a new thread named after ``name``; returns its future."""
+    runner = ThreadPoolExecutor(1, thread_name_prefix=name)
+    future = runner.submit(fn, *args)
+    runner.shutdown(wait=False)
+    return future
 
 
 def prestart_cluster(
@@ -138,25 +151,24 @@ def prestart_cluster(
     :func:`discard_prestarted`.
     """
     key = _cluster_key(dask_address, workers, segmentation)
-    if key in _PRESTARTED:
-        return
-    starter = ThreadPoolExecutor(1, thread_name_prefix="dask-prestart")
-    _PRESTARTED[key] = starter.submit(_timed_client, dask_address, workers, segmentation)
-    starter.shutdown(wait=False)
+    if key not in _PRESTARTED:
+        _PRESTARTED[key] = _in_background(
+            "dask-start", _timed_client, dask_address, workers, segmentation
+        )
+
+
+def _take_cluster(
+    dask_address: str | None, workers: int | None, segmentation: SegmentationSource
+) -> Future:
+    """The future of a prestarted cluster that matches, or of one started now."""
+    prestart_cluster(dask_address, workers, segmentation)  # no-op when one is waiting
+    return _PRESTARTED.pop(_cluster_key(dask_address, workers, segmentation))
 
 
 def discard_prestarted() -> None:
     """Close every cluster that :func:`prestart_cluster` started and no run took."""
     while _PRESTARTED:
         _discard(_PRESTARTED.popitem()[1])
-
-
-def _close_later(client, cluster) -> Future:
-    """Close the client and cluster in a background thread; the future ends with the close."""
-    closer = ThreadPoolExecutor(1, thread_name_prefix="dask-close")
-    future = closer.submit(_close, client, cluster)
-    closer.shutdown(wait=False)
-    return future
 
 
 def _discard(cluster_future) -> None:
@@ -297,11 +309,7 @@ def _cohort_ef(
     try:
         with store.lock():
             # the cluster starts (and its workers import their modules) while discovery runs
-            cluster_future = _PRESTARTED.pop(_cluster_key(dask_address, workers, source), None)
-            if cluster_future is None:
-                starter = ThreadPoolExecutor(1, thread_name_prefix="dask-start")
-                cluster_future = starter.submit(_timed_client, dask_address, workers, source)
-                starter.shutdown(wait=False)
+            cluster_future = _take_cluster(dask_address, workers, source)
             try:
                 manifest = discover(data)
                 if PROGRESS_TOTAL is not None:
@@ -330,14 +338,14 @@ def _cohort_ef(
             chunks = chunked(todo, size) if todo else []
             # the cluster closes in the background while the results are compacted and reported
             if not chunks:
-                closing.append(_close_later(client, cluster))
+                closing.append(_in_background("dask-close", _close, client, cluster))
             else:
                 t0 = time.perf_counter()
                 try:
                     counts = _run_chunks(client, chunks, options, model_id, store, seconds)
                 finally:
                     seconds["chunks_wall"] = time.perf_counter() - t0
-                    closing.append(_close_later(client, cluster))
+                    closing.append(_in_background("dask-close", _close, client, cluster))
             t0 = time.perf_counter()
             store.compact([p.patient_id for p in manifest.patients], model_id)
             seconds["compact"] = time.perf_counter() - t0
@@ -347,7 +355,7 @@ def _cohort_ef(
                 options,
                 model_id,
                 chunk_size=chunk_size,
-                executor=f"dask:{_cluster_key(dask_address, workers, source)[0] or 'local'}",
+                executor=f"dask:{scheduler_address(dask_address) or 'local'}",
                 seconds=seconds,
                 started=started,
                 extra={

@@ -218,8 +218,8 @@ class SegmentationEngine:
             reason,
         )
         if getattr(self, "_cpu_model", None) is None:
-            self._cpu_model = fold_batch_norm(self.bundle.build())
-            self._cpu_model = self._cpu_model.to(memory_format=torch.channels_last)
+            cpu_model = fold_batch_norm(self.bundle.build())
+            self._cpu_model = cpu_model.to(memory_format=torch.channels_last)
         x = torch.from_numpy(np.ascontiguousarray(batch))[:, None]
         with torch.inference_mode():
             return self._cpu_model(x.contiguous(memory_format=torch.channels_last)).float()
