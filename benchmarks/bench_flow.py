@@ -266,8 +266,8 @@ class PlainEngine:
 
 def plain_loop_images_per_s(data: Path) -> float:
     """Images/s of the plain fp32 loop doing the flow's work on ``data``, in this process."""
-    from echo_batch.discovery import discover
-    from echo_batch.pipeline import ChunkOptions, process_chunk
+    from echo_batch.io.discovery import discover
+    from echo_batch.run.chunk import ChunkOptions, process_chunk
 
     refs = discover(data).patients
     engine = PlainEngine()
@@ -331,7 +331,7 @@ def external_cluster(workers: int):
                     "--no-nanny",
                     "--no-dashboard",
                     "--preload",
-                    "echo_batch.worker_preload",
+                    "echo_batch.run.worker_preload",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

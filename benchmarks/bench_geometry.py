@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_batch.camus_method import CamusFailure, camus_diameters, resize_nearest
 from echo_batch.domain import Label
-from echo_batch.geometry import GeometryFailure, measure_lv
-from echo_batch.volumes import area_length_ml, simpson_single_plane_ml
+from echo_batch.measure.camus_method import CamusFailure, camus_diameters, resize_nearest
+from echo_batch.measure.landmarks import GeometryFailure, measure_lv
+from echo_batch.measure.volumes import area_length_ml, simpson_single_plane_ml
 
 logger = logging.getLogger("bench_geometry")
 
@@ -118,7 +118,7 @@ def camus224_cases(data: Path, patient: str) -> list[Case]:
     gt = data / "database_nifti" / patient / f"{patient}_4CH_ED_gt.nii.gz"
     if not gt.is_file():
         return []
-    from echo_batch.io import read_image
+    from echo_batch.io.image import read_image
 
     image = read_image(gt, labels=True)
     cases = [Case(f"camus224 {patient} 4CH ED", image.array, image.spacing)]

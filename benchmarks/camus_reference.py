@@ -5,7 +5,8 @@ exact / within 1, 3, 5 points, max, and the worst patients.
 
 * ``camus`` (header spacing) vs ``cfg_ef`` and vs ``ef_gt_ref`` (also EDV/ESV exact matches);
 * ``camus --native`` (masks upsampled to 0.308 mm) vs ``cfg_ef`` and ``ef_gt_ref_native_grid``;
-* guideline biplane (per-instant h, :mod:`echo_batch.geometry`) vs ``ef_gt_ref_per_instant_h``.
+* guideline biplane (per-instant h, :mod:`echo_batch.measure.landmarks`) vs
+  ``ef_gt_ref_per_instant_h``.
 
 Usage::
 
@@ -25,11 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_batch.camus_method import NATIVE_CAMUS_SPACING_MM, CamusFailure, camus_biplane
 from echo_batch.domain import IMAGE_KEYS, ImageKey, Instant, View
-from echo_batch.geometry import GeometryFailure, measure_lv
-from echo_batch.io import read_image
-from echo_batch.volumes import biplane_disk_height_mm, ejection_fraction_pct, simpson_biplane_ml
+from echo_batch.io.image import read_image
+from echo_batch.measure.camus_method import NATIVE_CAMUS_SPACING_MM, CamusFailure, camus_biplane
+from echo_batch.measure.landmarks import GeometryFailure, measure_lv
+from echo_batch.measure.volumes import (
+    biplane_disk_height_mm,
+    ejection_fraction_pct,
+    simpson_biplane_ml,
+)
 
 
 def default_root() -> Path:

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from echo_batch.discovery import discover
 from echo_batch.domain import Label
-from echo_batch.io import read_image
-from echo_batch.metrics import dice
+from echo_batch.io.discovery import discover
+from echo_batch.io.image import read_image
 from echo_batch.model.inference import SegmentationEngine
 from echo_batch.model.preprocess import to_grid
+from echo_batch.qc.metrics import dice
 
 logger = logging.getLogger("gpu_check")
 

@@ -1,8 +1,8 @@
 """Deliberate corruptions of expert label maps, to measure what the QC flags catch.
 
 Each function takes an ``(H, W)`` uint8 expert label map (apex up), its ``(row_mm, col_mm)``
-spacing, its :class:`~echo_batch.geometry.ViewGeometry` and a numpy ``Generator``, and returns a
-corrupted copy. The failure modes are those of segmentation models on echocardiograms:
+spacing, its :class:`~echo_batch.measure.landmarks.ViewGeometry` and a numpy ``Generator``, and
+returns a corrupted copy. The failure modes are those of segmentation models on echocardiograms:
 
 * ``holes``: a disk of background (radius 2-4 mm) punched inside the LV cavity;
 * ``split``: a band of myocardium (2 pixels, >= 1.5 mm) across the LV at 35-65 % of its long axis;
@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from echo_batch.domain import Label
-from echo_batch.geometry import ViewGeometry
+from echo_batch.measure.landmarks import ViewGeometry
 
 Corruption = Callable[
     [np.ndarray, tuple[float, float], ViewGeometry, np.random.Generator], np.ndarray

@@ -2,7 +2,7 @@
 
 For every expert label map of ``DATA`` (default ``../shared/camus224``, or ``ECHO_BATCH_CAMUS224``):
 
-1. the anatomical measurements of :func:`echo_batch.quality.image_qc`, summarised per split
+1. the anatomical measurements of :func:`echo_batch.qc.flags.image_qc`, summarised per split
    (max, 99.5th and 99th percentile, min/max of length and area): the thresholds in
    ``QC_THRESHOLDS`` were set from the **training + validation** rows only;
 2. the false-flag rate of the current thresholds on the expert masks, per split and on all 500
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qc_corruptions import CORRUPTIONS
 
 from echo_batch.domain import IMAGE_KEYS, View
-from echo_batch.geometry import ViewGeometry, measure_lv
-from echo_batch.io import parse_cfg, read_image
-from echo_batch.measure import patient_volumes
-from echo_batch.quality import (
+from echo_batch.io.image import parse_cfg, read_image
+from echo_batch.measure.landmarks import ViewGeometry, measure_lv
+from echo_batch.measure.patient import patient_volumes
+from echo_batch.qc.flags import (
     QC_THRESHOLDS,
     QCFlag,
     image_flags,
@@ -48,7 +48,7 @@ from echo_batch.quality import (
     length_mismatch,
     patient_flags,
 )
-from echo_batch.records import ImageRecord
+from echo_batch.store.records import ImageRecord
 
 logger = logging.getLogger("qc_thresholds")
 FEATURES = (

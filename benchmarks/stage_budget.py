@@ -48,10 +48,10 @@ def stage_budget(repeat: int = 3) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from echo_batch.discovery import discover
-    from echo_batch.io import read_image
+    from echo_batch.io.discovery import discover
+    from echo_batch.io.image import read_image
     from echo_batch.model.preprocess import to_grid
-    from echo_batch.pipeline import ChunkOptions, get_engine, model_id_for, process_chunk
+    from echo_batch.run.chunk import ChunkOptions, get_engine, model_id_for, process_chunk
 
     refs = discover(SAMPLE).patients
     options = ChunkOptions(threads=1)

@@ -72,9 +72,9 @@ def discover(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Show what a run would process: patients per split, files found, problems with reasons."""
-    from echo_batch.discovery import discover as run_discovery
     from echo_batch.errors import InputError
-    from echo_batch.inventory import manifest_summary, render_summary
+    from echo_batch.io.discovery import discover as run_discovery
+    from echo_batch.io.inventory import manifest_summary, render_summary
 
     _setup_logging(verbose)
     try:
@@ -242,11 +242,11 @@ def run(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from echo_batch.discovery import discover as run_discovery
     from echo_batch.domain import SegmentationSource
     from echo_batch.errors import EchoBatchError
-    from echo_batch.pipeline import ChunkOptions
-    from echo_batch.runner import AUTO_CHUNK_MIN, run_cohort
+    from echo_batch.io.discovery import discover as run_discovery
+    from echo_batch.run.chunk import ChunkOptions
+    from echo_batch.run.serial import AUTO_CHUNK_MIN, run_cohort
 
     _setup_logging(verbose)
     try:
@@ -327,8 +327,8 @@ def _run_flow(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     import flows.cohort_ef as cohort_flow
-    from echo_batch.discovery import validate_root
     from echo_batch.errors import EchoBatchError
+    from echo_batch.io.discovery import validate_root
 
     try:
         validate_root(data)
@@ -370,7 +370,7 @@ def _run_flow(
 
 def render_run_summary(record: dict) -> str:
     """Closing summary of a run for the terminal."""
-    from echo_batch.agreement import summary_line
+    from echo_batch.qc.agreement import summary_line
 
     s = record["summary"]
     lines = [

@@ -1,7 +1,7 @@
 """Prefect flow ``cohort-ef``: discover patients, process chunks on Dask, write resumable Parquet.
 
 Prefect runs only in the flow process and tracks chunks (one task per finished chunk); the chunk
-computation itself is the plain function :func:`echo_batch.pipeline.process_chunk`, sent to Dask
+computation itself is the plain function :func:`echo_batch.run.chunk.process_chunk`, sent to Dask
 workers, which never talk to Prefect (DESIGN.md section 6: no per-worker ephemeral servers, no
 per-patient Prefect overhead). Each worker process loads the model once (``get_engine`` cache).
 
@@ -27,11 +27,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
-from echo_batch.discovery import discover, log_problems
 from echo_batch.domain import PatientRef, SegmentationSource
 from echo_batch.errors import EchoBatchError
-from echo_batch.pipeline import ChunkOptions, ChunkResult, failed_patient_record, process_chunk
-from echo_batch.worker_preload import PRELOAD_TORCH_KEY
+from echo_batch.io.discovery import discover, log_problems
+from echo_batch.run.chunk import ChunkOptions, ChunkResult, failed_patient_record, process_chunk
+from echo_batch.run.worker_preload import PRELOAD_TORCH_KEY
 
 # Set by the CLI to draw a progress bar; called with the number of patients of each finished chunk.
 PROGRESS: Callable[[int], None] | None = None
@@ -45,7 +45,7 @@ PROGRESS_TOTAL: Callable[[int], None] | None = None
 LOCAL_LOW_LEVEL_LOG_LENGTH = 20
 CHUNK_TIMEOUT_S = 3600.0  # a chunk that takes longer than this is failed, never waited on forever
 IN_FLIGHT_PER_THREAD = 2  # chunks submitted per worker thread while no chunk has failed
-WORKER_PRELOAD = "echo_batch.worker_preload"  # imported by every local worker at start-up
+WORKER_PRELOAD = "echo_batch.run.worker_preload"  # imported by every local worker at start-up
 
 
 def default_workers() -> int:
@@ -65,7 +65,7 @@ def dask_client(
         dask_address: scheduler address (or ``DASK_SCHEDULER_ADDRESS``); None for a local cluster.
         workers: local worker processes (None: one per core).
         preload: modules each local worker imports when it starts (Dask ``preload``).
-        preload_torch: whether ``echo_batch.worker_preload`` also imports torch (model runs).
+        preload_torch: whether ``echo_batch.run.worker_preload`` also imports torch (model runs).
 
     Returns:
         ``(client, cluster)``; ``cluster`` is None for an external scheduler.
@@ -284,9 +284,9 @@ def _cohort_ef(
     report: bool = True,
 ) -> dict[str, Any]:
     """Body of :func:`cohort_ef` (same arguments)."""
-    from echo_batch.pipeline import model_id_for
-    from echo_batch.runner import auto_chunk_size, balanced_chunk_size, chunked, run_record
-    from echo_batch.store import OutputStore
+    from echo_batch.run.chunk import model_id_for
+    from echo_batch.run.serial import auto_chunk_size, balanced_chunk_size, chunked, run_record
+    from echo_batch.store.output import OutputStore
 
     logger = get_run_logger()
     started = time.perf_counter()

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from echo_batch.agreement import agreement, ef_agreements
-from echo_batch.records import PatientRecord
+from echo_batch.qc.agreement import agreement, ef_agreements
+from echo_batch.store.records import PatientRecord
 
 
 def test_agreement_hand_computed():

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echo_batch.camus_method import (
+from echo_batch.domain import IMAGE_KEYS, ImageKey, Instant, Label, View
+from echo_batch.measure.camus_method import (
     CamusDiameters,
     CamusFailure,
     CamusResult,
@@ -19,7 +20,6 @@ from echo_batch.camus_method import (
     to_isotropic,
     upsample_bilinear,
 )
-from echo_batch.domain import IMAGE_KEYS, ImageKey, Instant, Label, View
 
 CAMUS224 = Path(__file__).resolve().parents[2] / "shared" / "camus224"
 
@@ -107,7 +107,7 @@ def _reference_rows() -> dict[str, dict[str, str]]:
 
 
 def _patient(pid: str) -> tuple[dict[ImageKey, np.ndarray], dict[ImageKey, tuple[float, float]]]:
-    from echo_batch.io import read_image
+    from echo_batch.io.image import read_image
 
     masks, spacings = {}, {}
     for key in IMAGE_KEYS:
@@ -166,7 +166,7 @@ def _brute_force_base(contour: np.ndarray) -> tuple[int, int] | None:
 @pytest.mark.parametrize("seed", range(12))
 def test_base_search_equals_the_definition(seed: int) -> None:
     """Oracle: the pruned, vectorised search returns the chord of the brute-force definition."""
-    from echo_batch.camus_method import _find_base
+    from echo_batch.measure.camus_method import _find_base
 
     rng = np.random.default_rng(seed)
     n = int(rng.integers(20, 140))

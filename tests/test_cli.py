@@ -80,7 +80,7 @@ import logging, sys
 from echo_batch.cli import _setup_logging
 
 _setup_logging(False)
-logging.getLogger("echo_batch.pipeline").warning(sys.argv[1])
+logging.getLogger("echo_batch.run.chunk").warning(sys.argv[1])
 """
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from fixtures import make_patient, write_image
 
-from echo_batch.discovery import Manifest, Problem, discover, scan_patient
 from echo_batch.domain import IMAGE_KEYS, ImageKey, Instant, Release, Split, View
 from echo_batch.errors import InputError
+from echo_batch.io.discovery import Manifest, Problem, discover, scan_patient
 
 
 def _write_split(root: Path, **ids: list[str]) -> None:

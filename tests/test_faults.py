@@ -44,9 +44,9 @@ from echo_batch.domain import SegmentationSource
 from echo_batch.model.bundle import save_bundle
 from echo_batch.model.inference import SegmentationEngine
 from echo_batch.model.unet import UNet, UNetConfig
-from echo_batch.pipeline import ChunkOptions
-from echo_batch.runner import run_cohort
-from echo_batch.store import LOCK_FILE, PARTS_DIR
+from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.serial import run_cohort
+from echo_batch.store.output import LOCK_FILE, PARTS_DIR
 from echo_batch.synth import synth_cohort
 
 N_PATIENTS = 12
@@ -59,7 +59,7 @@ import signal
 import time
 from pathlib import Path
 
-from echo_batch.pipeline import process_chunk as _process_chunk
+from echo_batch.run.chunk import process_chunk as _process_chunk
 
 
 def process_chunk(refs, options, model_id=None):

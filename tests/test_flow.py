@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from echo_batch.domain import SegmentationSource
-from echo_batch.io import read_image
-from echo_batch.pipeline import ChunkOptions
-from echo_batch.runner import run_cohort
+from echo_batch.io.image import read_image
+from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.serial import run_cohort
 from echo_batch.synth import synth_cohort
 
 pytestmark = pytest.mark.slow

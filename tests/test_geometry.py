@@ -11,8 +11,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from echo_batch.domain import Label
-from echo_batch.geometry import GeometryFailure, ViewGeometry, disk_diameters, measure_lv
-from echo_batch.volumes import biplane_disk_height_mm, simpson_biplane_ml, simpson_single_plane_ml
+from echo_batch.measure.landmarks import GeometryFailure, ViewGeometry, disk_diameters, measure_lv
+from echo_batch.measure.volumes import (
+    biplane_disk_height_mm,
+    simpson_biplane_ml,
+    simpson_single_plane_ml,
+)
 
 A_MM, C_MM, B_MM = 20.0, 50.0, 14.0  # LV half-width (2CH), long axis, half-width (4CH)
 

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from echo_batch.discovery import discover
-from echo_batch.io import read_image
-from echo_batch.metrics import dice
+from echo_batch.io.discovery import discover
+from echo_batch.io.image import read_image
 from echo_batch.model.inference import SegmentationEngine, cpu_supports_bf16
+from echo_batch.qc.metrics import dice
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camus224-test"
 

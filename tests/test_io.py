@@ -16,8 +16,8 @@ from fixtures import lv_la_labels, write_image, write_mhd, write_nifti_by_hand
 from scipy import ndimage
 
 from echo_batch.errors import EchoBatchError, InputError
-from echo_batch.io import read_image, read_sequence
-from echo_batch.limits import InputLimits
+from echo_batch.io.image import read_image, read_sequence
+from echo_batch.io.limits import InputLimits
 
 EXTS = (".nii.gz", ".mhd")
 

@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 from fixtures import write_nifti_by_hand
 
-from echo_batch.io import read_image
-from echo_batch.writers import write_image
+from echo_batch.io.image import read_image
+from echo_batch.io.writers import write_image
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camus224-test"
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from echo_batch.metrics import contour_distances_mm, dice, dice_by_label, surface_distances_mm
+from echo_batch.qc.metrics import contour_distances_mm, dice, dice_by_label, surface_distances_mm
 
 
 def test_dice_hand_computed():
@@ -83,7 +83,7 @@ def test_nested_squares_anisotropic_hand_computed():
 def _brute_force(pred, truth, spacing):
     from scipy.spatial.distance import cdist
 
-    from echo_batch.metrics import _boundary
+    from echo_batch.qc.metrics import _boundary
 
     scale = np.asarray(spacing)
     p = np.argwhere(_boundary(pred)) * scale

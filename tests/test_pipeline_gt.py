@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from echo_batch.discovery import discover
 from echo_batch.domain import SegmentationSource, Status
-from echo_batch.pipeline import ChunkOptions, process_chunk
-from echo_batch.runner import run_cohort
+from echo_batch.io.discovery import discover
+from echo_batch.run.chunk import ChunkOptions, process_chunk
+from echo_batch.run.serial import run_cohort
 
 GT = ChunkOptions(segmentation=SegmentationSource.GT)
 

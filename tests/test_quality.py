@@ -9,9 +9,9 @@ import pytest
 from fixtures import make_patient
 
 from echo_batch.domain import ImageKey, Instant, Label, View
-from echo_batch.geometry import ViewGeometry, measure_lv
-from echo_batch.measure import PatientVolumes
-from echo_batch.quality import (
+from echo_batch.measure.landmarks import ViewGeometry, measure_lv
+from echo_batch.measure.patient import PatientVolumes
+from echo_batch.qc.flags import (
     QC_THRESHOLDS,
     QCFlag,
     image_flags,
@@ -20,7 +20,7 @@ from echo_batch.quality import (
     length_mismatch,
     patient_flags,
 )
-from echo_batch.records import ImageRecord
+from echo_batch.store.records import ImageRecord
 
 
 def _images(confidence: float = 0.96, status: str = "ok") -> list[ImageRecord]:
@@ -230,9 +230,9 @@ def test_every_flag_has_a_threshold_row():
 
 
 def test_pipeline_writes_image_and_patient_flags(tmp_path):
-    from echo_batch.discovery import discover
     from echo_batch.domain import SegmentationSource
-    from echo_batch.pipeline import ChunkOptions, process_chunk
+    from echo_batch.io.discovery import discover
+    from echo_batch.run.chunk import ChunkOptions, process_chunk
 
     make_patient(tmp_path, "patient0001")  # tiny 12 x 10 pixel heart: implausibly small LV
     refs = discover(tmp_path).patients

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from echo_batch.domain import IMAGE_KEYS
-from echo_batch.geometry import ViewGeometry, measure_lv
-from echo_batch.io import read_image
-from echo_batch.quality import image_flags, image_qc, is_blocking
+from echo_batch.io.image import read_image
+from echo_batch.measure.landmarks import ViewGeometry, measure_lv
+from echo_batch.qc.flags import image_flags, image_qc, is_blocking
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_DETECTION = 0.90

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from echo_batch.records import SCHEMA_VERSION, ImageRecord, PatientRecord, arrow_schema
-from echo_batch.store import write_results, write_run_record
+from echo_batch.store.output import write_results, write_run_record
+from echo_batch.store.records import SCHEMA_VERSION, ImageRecord, PatientRecord, arrow_schema
 
 REQUIRED_PATIENT = [
     "patient_id",

@@ -30,8 +30,8 @@ from corpus import (
 )
 
 from echo_batch.domain import SegmentationSource
-from echo_batch.pipeline import ChunkOptions
-from echo_batch.runner import run_cohort
+from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.serial import run_cohort
 
 pytestmark = pytest.mark.slow
 

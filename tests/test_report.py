@@ -17,9 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from echo_batch.cli import app
-from echo_batch.geometry import ViewGeometry, measure_lv
-from echo_batch.io import read_image
-from echo_batch.records import ImageRecord, PatientRecord
+from echo_batch.io.image import read_image
+from echo_batch.measure.landmarks import ViewGeometry, measure_lv
 from echo_batch.report import write_report, write_report_safely
 from echo_batch.report.gallery import disk_chords
 from echo_batch.report.stats import (
@@ -32,7 +31,8 @@ from echo_batch.report.stats import (
     primary_comparison,
     worst_cases,
 )
-from echo_batch.store import write_results
+from echo_batch.store.output import write_results
+from echo_batch.store.records import ImageRecord, PatientRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "camus224-test"
@@ -128,9 +128,9 @@ def model_out(tmp_path_factory) -> Path:
     """OUT of a model run on 6 bundled patients, with the predicted masks saved."""
     if not (SAMPLE / "database_nifti").is_dir():
         pytest.skip(f"bundled sample not found: {SAMPLE}")
-    from echo_batch.discovery import discover
-    from echo_batch.pipeline import ChunkOptions
-    from echo_batch.runner import run_cohort
+    from echo_batch.io.discovery import discover
+    from echo_batch.run.chunk import ChunkOptions
+    from echo_batch.run.serial import run_cohort
 
     manifest = discover(SAMPLE)
     manifest = dataclasses.replace(manifest, patients=manifest.patients[:6])
@@ -189,9 +189,9 @@ class _StubEngine:
 def test_gallery_recompute_checks_the_model(model_out, tmp_path, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(model_out, out, ignore=shutil.ignore_patterns("masks", "report"))
-    import echo_batch.pipeline
+    import echo_batch.run.chunk
 
-    monkeypatch.setattr(echo_batch.pipeline, "get_engine", lambda options: _StubEngine())
+    monkeypatch.setattr(echo_batch.run.chunk, "get_engine", lambda options: _StubEngine())
     write_report(out, worst=2)
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert all("NOT the model of the run" in g["source"] for g in summary["gallery"])

@@ -48,11 +48,11 @@ def report_index(tmp_path_factory) -> Path:
     """Report of a ``--segmentation gt`` run on 4 bundled patients."""
     if not (SAMPLE / "database_nifti").is_dir():
         pytest.skip(f"bundled sample not found: {SAMPLE}")
-    from echo_batch.discovery import discover
     from echo_batch.domain import SegmentationSource
-    from echo_batch.pipeline import ChunkOptions
+    from echo_batch.io.discovery import discover
     from echo_batch.report import write_report
-    from echo_batch.runner import run_cohort
+    from echo_batch.run.chunk import ChunkOptions
+    from echo_batch.run.serial import run_cohort
 
     manifest = discover(SAMPLE)
     manifest = dataclasses.replace(manifest, patients=manifest.patients[:4])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from echo_batch.runner import balanced_chunk_size, chunked
+from echo_batch.run.serial import balanced_chunk_size, chunked
 
 
 @pytest.mark.parametrize(
@@ -47,16 +47,16 @@ def test_balanced_chunk_size_rejects_nonsense() -> None:
     ],
 )
 def test_auto_chunk_size(n: int, workers: int, expected: int) -> None:
-    from echo_batch.runner import auto_chunk_size
+    from echo_batch.run.serial import auto_chunk_size
 
     assert auto_chunk_size(n, workers) == expected
 
 
 def test_passes_inside_a_chunk_do_not_change_the_records(tmp_path, monkeypatch) -> None:
     """Oracle: a chunk processed in passes of 2 patients equals one pass of all of them."""
-    from echo_batch import pipeline
-    from echo_batch.discovery import discover
     from echo_batch.domain import SegmentationSource
+    from echo_batch.io.discovery import discover
+    from echo_batch.run import chunk as pipeline
     from echo_batch.synth import synth_cohort
 
     root = synth_cohort(tmp_path / "c", 5, seed=11, fmt="nifti", max_side=96)

@@ -29,16 +29,16 @@ from cli_runs import REPO
 from corpus import build_corpus
 from fixtures import lv_la_labels, make_patient, write_mhd, write_nifti_by_hand
 
-from echo_batch.discovery import discover
 from echo_batch.domain import Status
 from echo_batch.errors import CfgError, EchoBatchError, InputError
-from echo_batch.io import parse_cfg, read_image
-from echo_batch.limits import InputLimits
+from echo_batch.io.discovery import discover
+from echo_batch.io.image import parse_cfg, read_image
+from echo_batch.io.limits import InputLimits
 from echo_batch.model.bundle import METADATA_FILE, WEIGHTS_FILE, load_bundle, save_bundle
 from echo_batch.model.inference import Segmentation
 from echo_batch.model.unet import UNet, UNetConfig
-from echo_batch.pipeline import ChunkOptions, process_chunk
-from echo_batch.store import LOCK_FILE, OutputLockedError, OutputStore, write_run_record
+from echo_batch.run.chunk import ChunkOptions, process_chunk
+from echo_batch.store.output import LOCK_FILE, OutputLockedError, OutputStore, write_run_record
 
 # --------------------------------------------------------------------------- model weights
 
@@ -203,8 +203,8 @@ for cls in (SimpleITK.ImageFileReader, SimpleITK.ImageFileWriter):
     cls.SetFileName = set_file_name
 
 from echo_batch.domain import SegmentationSource
-from echo_batch.pipeline import ChunkOptions
-from echo_batch.runner import run_cohort
+from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.serial import run_cohort
 
 run_cohort(Path(data), Path(out), ChunkOptions(segmentation=SegmentationSource.GT))
 Path(log).write_text(json.dumps(events))

@@ -15,9 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from echo_batch.errors import EchoBatchError
-from echo_batch.pipeline import ChunkResult
-from echo_batch.records import SCHEMA_VERSION, ImageRecord, PatientRecord
-from echo_batch.store import (
+from echo_batch.run.chunk import ChunkResult
+from echo_batch.store.output import (
     IMAGES_FILE,
     LOCK_FILE,
     PATIENTS_FILE,
@@ -29,6 +28,7 @@ from echo_batch.store import (
     pending_patient_ids,
     write_results,
 )
+from echo_batch.store.records import SCHEMA_VERSION, ImageRecord, PatientRecord
 
 VIEWS_INSTANTS = [("2CH", "ED"), ("2CH", "ES"), ("4CH", "ED"), ("4CH", "ES")]
 

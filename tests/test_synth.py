@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echo_batch.discovery import discover
 from echo_batch.domain import (
     IMAGE_KEYS,
     INSTANTS,
@@ -22,7 +21,8 @@ from echo_batch.domain import (
     Split,
     View,
 )
-from echo_batch.io import parse_cfg, read_image, read_sequence
+from echo_batch.io.discovery import discover
+from echo_batch.io.image import parse_cfg, read_image, read_sequence
 from echo_batch.synth import (
     CLASSIC_SPACING_MM,
     SECTOR_HALF_ANGLE_DEG,

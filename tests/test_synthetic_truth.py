@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from echo_batch.domain import SegmentationSource
-from echo_batch.pipeline import ChunkOptions
-from echo_batch.runner import run_cohort
+from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.serial import run_cohort
 from echo_batch.synth import synth_cohort
-from echo_batch.truth import compare_to_truth
+from echo_batch.synth.truth import compare_to_truth
 
 
 @pytest.mark.parametrize(("fmt", "n"), [("mhd", 4), ("nifti", 2)])

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from echo_batch.geometry import boundary_contour, disk_diameters
-from echo_batch.volumes import (
+from echo_batch.measure.landmarks import boundary_contour, disk_diameters
+from echo_batch.measure.volumes import (
     area_length_ml,
     biplane_disk_height_mm,
     ejection_fraction_pct,

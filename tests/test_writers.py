@@ -1,4 +1,4 @@
-"""Writers round-trip exactly through the readers of ``echo_batch.io``."""
+"""Writers round-trip exactly through the readers of ``echo_batch.io.image``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echo_batch.io import parse_cfg, read_image, read_sequence
-from echo_batch.writers import write_cfg, write_image, write_text
+from echo_batch.io.image import parse_cfg, read_image, read_sequence
+from echo_batch.io.writers import write_cfg, write_image, write_text
 
 SPACINGS = [(0.154, 0.308), (0.308, 0.154), (0.25, 0.25)]
 SUFFIXES = [".nii.gz", ".mhd"]

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from echo_batch.discovery import Manifest
 from echo_batch.domain import Split
 from echo_batch.errors import InputError
-from echo_batch.io import read_image
+from echo_batch.io.discovery import Manifest
+from echo_batch.io.image import read_image
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from echo_batch.agreement import ef_agreements
-from echo_batch.discovery import discover
 from echo_batch.domain import Instant, SegmentationSource, Split
+from echo_batch.io.discovery import discover
 from echo_batch.model.bundle import update_metadata
-from echo_batch.pipeline import ChunkOptions, model_id_for
-from echo_batch.records import ImageRecord
-from echo_batch.runner import process_serially
+from echo_batch.qc.agreement import ef_agreements
+from echo_batch.run.chunk import ChunkOptions, model_id_for
+from echo_batch.run.serial import process_serially
+from echo_batch.store.records import ImageRecord
 
 logger = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from echo_batch.discovery import discover
 from echo_batch.domain import Label, Split
-from echo_batch.metrics import dice
+from echo_batch.io.discovery import discover
 from echo_batch.model.augment import AugmentConfig, augment_batch
 from echo_batch.model.bundle import save_bundle
 from echo_batch.model.dataset import SegmentationSet, load_split
 from echo_batch.model.preprocess import INPUT_SIZE, NORMALISATION
 from echo_batch.model.unet import UNet, UNetConfig, count_parameters
+from echo_batch.qc.metrics import dice
 from echo_batch.version import code_version
 
 logger = logging.getLogger(__name__)

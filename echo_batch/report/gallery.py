@@ -8,8 +8,8 @@ Where the predicted label maps come from, in order:
    (checked against the ``model_id`` of the run) and precision setting;
 4. without any of these, only the expert contour is drawn and the panel says so.
 
-Landmarks and disks are those of :func:`echo_batch.geometry.measure_lv` on the predicted mask, so
-the picture shows exactly what was measured.
+Landmarks and disks are those of :func:`echo_batch.measure.landmarks.measure_lv` on the predicted
+mask, so the picture shows exactly what was measured.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from echo_batch.domain import IMAGE_KEYS, ImageKey, Label, PatientRef
-from echo_batch.geometry import ViewGeometry, disk_chords, measure_lv
-from echo_batch.io import EchoImage, read_image
+from echo_batch.io.image import EchoImage, read_image
+from echo_batch.measure.landmarks import ViewGeometry, disk_chords, measure_lv
 from echo_batch.report.plots import figure, save
 from echo_batch.report.stats import Comparison, RunData
 
@@ -81,7 +81,7 @@ def _saved_mask(out: Path, patient_id: str, key: ImageKey) -> np.ndarray | None:
 
 def _recompute(panels: list[_Panel], run: RunData) -> str:
     """Segment the panels with the run's bundle; returns the source note."""
-    from echo_batch.pipeline import ChunkOptions, get_engine
+    from echo_batch.run.chunk import ChunkOptions, get_engine
 
     config = run.run.get("config", {})
     model = config.get("model")
@@ -268,7 +268,7 @@ def render_gallery(
     """
     if cases.empty:
         return []
-    from echo_batch.discovery import discover
+    from echo_batch.io.discovery import discover
 
     root = Path(data) if data is not None else Path(run.run.get("data", ""))
     refs: dict[str, PatientRef] = {}

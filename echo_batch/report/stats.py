@@ -1,6 +1,6 @@
 """Numbers of the cohort report, computed from the Parquet outputs with pandas (no plotting).
 
-Every agreement figure comes from :func:`echo_batch.agreement.agreement` (differences are
+Every agreement figure comes from :func:`echo_batch.qc.agreement.agreement` (differences are
 measured - reference; limits of agreement are bias +- 1.96 SD).
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echo_batch.agreement import agreement
 from echo_batch.clinical import ef_category
-from echo_batch.quality import QC_THRESHOLDS, QCFlag
+from echo_batch.qc.agreement import agreement
+from echo_batch.qc.flags import QC_THRESHOLDS, QCFlag
 
 QUALITY_ORDER = ("Good", "Medium", "Poor", "unknown")
 CATEGORY_ORDER = ("reduced", "mildly_reduced", "preserved", "unknown")

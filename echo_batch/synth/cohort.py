@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 from echo_batch.domain import INSTANTS, VIEWS, Instant, Split, View
+from echo_batch.io.writers import write_cfg, write_image, write_text
 from echo_batch.synth.params import PatientParams, PatientTruth, patient_truth
 from echo_batch.synth.render import render_sequence
 from echo_batch.synth.sampling import plan_cohort
-from echo_batch.writers import write_cfg, write_image, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def synth_cohort(
             runs); None keeps realistic spacings such as 0.154 x 0.308 mm.
 
     Returns:
-        ``out``, a DATA root that :func:`echo_batch.discovery.discover` accepts.
+        ``out``, a DATA root that :func:`echo_batch.io.discovery.discover` accepts.
 
     Raises:
         ValueError: unknown format or fewer than one patient.

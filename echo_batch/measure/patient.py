@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from echo_batch.domain import ImageKey, Instant, View
-from echo_batch.geometry import ViewGeometry
-from echo_batch.volumes import (
+from echo_batch.measure.landmarks import ViewGeometry
+from echo_batch.measure.volumes import (
     ejection_fraction_pct,
     simpson_biplane_ml,
     simpson_single_plane_ml,

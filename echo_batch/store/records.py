@@ -48,7 +48,7 @@ class ImageRecord:
         hd95_lv_mm: 95th percentile Hausdorff distance of the LV contour.
         mad_lv_mm: mean absolute distance of the LV contour.
         confidence: mean max-probability of the model inside the predicted heart (null for gt).
-        qc_flags: quality flags of this image (:mod:`echo_batch.quality`); they also appear in
+        qc_flags: quality flags of this image (:mod:`echo_batch.qc.flags`); they also appear in
             the patient's ``qc_flags``. Nullable, so that files of schema 1.0 (without it)
             still resume.
     """

@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from echo_batch.domain import ImageKey, Instant, Label, Status, View
-from echo_batch.geometry import GeometryFailure, ViewGeometry
-from echo_batch.measure import PatientVolumes
-from echo_batch.records import ImageRecord
+from echo_batch.measure.landmarks import GeometryFailure, ViewGeometry
+from echo_batch.measure.patient import PatientVolumes
+from echo_batch.store.records import ImageRecord
 
 
 class QCFlag(StrEnum):
@@ -262,8 +262,9 @@ def image_qc(
     Args:
         labels: ``(H, W)`` uint8 label map (0 background, 1 LV, 2 myocardium, 3 atrium), apex up.
         spacing: ``(row_mm, col_mm)`` pixel size.
-        geometry: landmarks of this label map from :func:`echo_batch.geometry.measure_lv` (the
-            apex and atrium criteria need them).
+        geometry: landmarks of this label map from
+            :func:`echo_batch.measure.landmarks.measure_lv` (the apex and atrium
+            criteria need them).
 
     Returns:
         The measurements; ``lv_pixels`` 0 and defaults when there is no LV.

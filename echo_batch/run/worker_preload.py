@@ -4,7 +4,7 @@ Named in ``LocalCluster(preload=...)`` by the flow, so that the imports (about 0
 with torch) overlap with the flow's discovery instead of delaying each worker's first chunk.
 torch is imported when the Dask config key ``echo-batch.preload-torch`` is true (the flow sets it
 for model runs). External clusters can use it too:
-``dask worker --preload echo_batch.worker_preload``.
+``dask worker --preload echo_batch.run.worker_preload``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def dask_setup(worker) -> None:
     """Called by Dask once per worker at start-up."""
     import dask
 
-    import echo_batch.pipeline  # noqa: F401
+    import echo_batch.run.chunk  # noqa: F401
 
     if dask.config.get(PRELOAD_TORCH_KEY, True):
         import torch  # noqa: F401

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from echo_batch.discovery import Manifest
 from echo_batch.domain import IMAGE_KEYS, VIEWS
+from echo_batch.io.discovery import Manifest
 
 
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     """Counts and problems of a manifest as plain JSON-friendly data.
 
     Args:
-        manifest: result of :func:`echo_batch.discovery.discover`.
+        manifest: result of :func:`echo_batch.io.discovery.discover`.
 
     Returns:
         Dict with ``root``, ``n_patients``, ``splits``, ``releases``, file counts, ``patients``

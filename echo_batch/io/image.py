@@ -25,7 +25,7 @@ import numpy as np
 
 from echo_batch.domain import CfgInfo, Label
 from echo_batch.errors import CfgError, InputError
-from echo_batch.limits import DEFAULT_LIMITS, InputLimits
+from echo_batch.io.limits import DEFAULT_LIMITS, InputLimits
 
 _MHD_TYPES: dict[str, int] = {
     "MET_UCHAR": 1,
@@ -60,7 +60,7 @@ _VALID_LABELS = frozenset(int(label) for label in Label)
 
 
 @dataclass(frozen=True)
-class Geometry:
+class ImageGrid:
     """Physical grid of an image, enough to write a mask with the same header.
 
     Attributes:
@@ -87,10 +87,10 @@ class EchoImage:
     array: np.ndarray
     spacing: tuple[float, float]
     path: Path
-    known_geometry: Geometry | None = field(default=None, repr=False, compare=False)
+    known_geometry: ImageGrid | None = field(default=None, repr=False, compare=False)
 
     @cached_property
-    def geometry(self) -> Geometry:
+    def geometry(self) -> ImageGrid:
         """Spacing, origin and direction (origin and direction read from the header on demand)."""
         if self.known_geometry is not None:
             return self.known_geometry
@@ -100,7 +100,7 @@ class EchoImage:
         origin = reader.GetOrigin()[:2]
         direction = reader.GetDirection()
         n = reader.GetDimension()
-        return Geometry(
+        return ImageGrid(
             spacing=self.spacing,
             origin=origin,
             direction=(direction[0], direction[1], direction[n], direction[n + 1]),
@@ -118,7 +118,7 @@ class EchoSequence:
     """
 
     array: np.ndarray
-    geometry: Geometry
+    geometry: ImageGrid
     path: Path
 
 
@@ -456,13 +456,13 @@ def _read_sitk(path: Path, limits: InputLimits, ndim: int):
         raise InputError(path, "pixel data is truncated or corrupt") from None
 
 
-def _geometry(image) -> Geometry:
+def _geometry(image) -> ImageGrid:
     sx, sy = image.GetSpacing()[:2]
     origin = image.GetOrigin()[:2]
     direction = image.GetDirection()
     n = image.GetDimension()
     direction_2d = (direction[0], direction[1], direction[n], direction[n + 1])
-    return Geometry(spacing=(float(sy), float(sx)), origin=origin, direction=direction_2d)
+    return ImageGrid(spacing=(float(sy), float(sx)), origin=origin, direction=direction_2d)
 
 
 def _squeeze_to(array: np.ndarray, ndim: int, path: Path) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from echo_batch.records import PatientRecord
+from echo_batch.store.records import PatientRecord
 
 # (name, measured column, reference column) of every agreement a run reports
 EF_COMPARISONS: tuple[tuple[str, str, str], ...] = (

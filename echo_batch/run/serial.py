@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from echo_batch.agreement import ef_agreements
-from echo_batch.discovery import Manifest, discover
 from echo_batch.domain import PatientRef
-from echo_batch.pipeline import ChunkOptions, ChunkResult, model_id_for, process_chunk
-from echo_batch.records import PatientRecord
-from echo_batch.store import PATIENTS_FILE, write_results, write_run_record
+from echo_batch.io.discovery import Manifest, discover
+from echo_batch.qc.agreement import ef_agreements
+from echo_batch.run.chunk import ChunkOptions, ChunkResult, model_id_for, process_chunk
+from echo_batch.store.output import PATIENTS_FILE, write_results, write_run_record
+from echo_batch.store.records import PatientRecord
 from echo_batch.version import code_version
 
 logger = logging.getLogger(__name__)

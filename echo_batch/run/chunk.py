@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_batch.camus_method import CamusResult, camus_biplane
 from echo_batch.clinical import ef_category
 from echo_batch.domain import (
     IMAGE_KEYS,
@@ -28,13 +27,19 @@ from echo_batch.domain import (
     View,
 )
 from echo_batch.errors import EchoBatchError, InputError, OutputError
-from echo_batch.geometry import GeometryFailure, ViewGeometry, largest_lv_component, measure_lv
-from echo_batch.io import EchoImage, parse_cfg, read_image
-from echo_batch.measure import patient_volumes, single_plane_ml
-from echo_batch.metrics import contour_distances_mm, dice
-from echo_batch.quality import is_blocking, patient_flags
-from echo_batch.records import ImageRecord, PatientRecord
-from echo_batch.volumes import area_length_ml
+from echo_batch.io.image import EchoImage, parse_cfg, read_image
+from echo_batch.measure.camus_method import CamusResult, camus_biplane
+from echo_batch.measure.landmarks import (
+    GeometryFailure,
+    ViewGeometry,
+    largest_lv_component,
+    measure_lv,
+)
+from echo_batch.measure.patient import patient_volumes, single_plane_ml
+from echo_batch.measure.volumes import area_length_ml
+from echo_batch.qc.flags import is_blocking, patient_flags
+from echo_batch.qc.metrics import contour_distances_mm, dice
+from echo_batch.store.records import ImageRecord, PatientRecord
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +220,7 @@ def _image_record(
         distances = contour_distances_mm(item.mask == Label.LV, item.gt.array == Label.LV, spacing)
         if distances is not None:
             fields.update(hd_lv_mm=distances[0], hd95_lv_mm=distances[1], mad_lv_mm=distances[2])
-    from echo_batch.quality import image_flags, image_qc
+    from echo_batch.qc.flags import image_flags, image_qc
 
     fields["qc_flags"] = image_flags(image_qc(item.mask, spacing, geometry), item.confidence)
     if isinstance(geometry, GeometryFailure):
@@ -263,7 +268,7 @@ def save_masks(work: _PatientWork, folder: Path) -> None:
     a link (or a write fails), the patient's remaining masks are skipped and the reason is added to
     its errors, so its record says so (status partial) and the chunk goes on.
     """
-    from echo_batch.writers import real_folder, write_image
+    from echo_batch.io.writers import real_folder, write_image
 
     pid = work.ref.patient_id
     try:

@@ -1,8 +1,8 @@
 """Writers for CAMUS-style images, label maps, sequences and cfg files (``.nii.gz`` and ``.mhd``).
 
-The twin of :mod:`echo_batch.io`: whatever is written here reads back through
-:func:`echo_batch.io.read_image` / :func:`echo_batch.io.read_sequence` with the same array and
-spacing.
+The twin of :mod:`echo_batch.io.image`: whatever is written here reads back through
+:func:`echo_batch.io.image.read_image` / :func:`echo_batch.io.image.read_sequence` with the
+same array and spacing.
 
 Warning:
     Arrays are ``(H, W)`` (or ``(T, H, W)``) and spacing is ``(row_mm, col_mm)`` everywhere in this
@@ -72,7 +72,7 @@ def write_image(
         spacing: ``(row_mm, col_mm)`` pixel size in mm, i.e. in array-axis order. NOT SimpleITK's
             ``(x, y)`` order: the swap to ``(col_mm, row_mm)`` is done here.
         origin: SimpleITK physical origin ``(x, y)`` in mm (as in
-            :class:`echo_batch.io.Geometry`); sequences get a third coordinate 0.
+            :class:`echo_batch.io.image.ImageGrid`); sequences get a third coordinate 0.
 
     Returns:
         The path written.

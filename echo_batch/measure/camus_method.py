@@ -2,8 +2,8 @@
 
 This reproduces, from the description of the CAMUS authors' script (DESIGN.md section 4 and the
 camus224 README), the conventions that make the cfg EF reproducible from expert masks. It is not the
-guideline method (see :mod:`echo_batch.geometry` and :mod:`echo_batch.volumes`); use it to compare
-with the CAMUS reference EF only.
+guideline method (see :mod:`echo_batch.measure.landmarks` and
+:mod:`echo_batch.measure.volumes`); use it to compare with the CAMUS reference EF only.
 
 Conventions, all in pixels of an isotropic grid:
 

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from echo_batch.domain import Status
 from echo_batch.errors import EchoBatchError
-from echo_batch.records import (
+from echo_batch.store.records import (
     SCHEMA_VERSION,
     UNITS,
     ImageRecord,
@@ -44,7 +44,7 @@ from echo_batch.records import (
 )
 
 if TYPE_CHECKING:
-    from echo_batch.pipeline import ChunkResult
+    from echo_batch.run.chunk import ChunkResult
 
 logger = logging.getLogger(__name__)
 
