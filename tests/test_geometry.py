@@ -263,17 +263,35 @@ def test_degenerate_blobs_give_failure_or_finite_result(
 
 
 @pytest.mark.parametrize(
-    "image",
+    ("image", "reason"),
     [
-        np.ones((10, 10), np.uint8),  # LV fills the image (touches every border)
-        np.eye(12, dtype=np.uint8),  # a diagonal line, 8-connected only
-        np.pad(np.ones((1, 30), np.uint8), 5),  # one-pixel-high strip
-        np.pad(np.ones((30, 1), np.uint8), 5),  # one-pixel-wide strip
+        (np.zeros((10, 10), np.uint8), "no LV pixels"),
+        (np.pad(np.ones((1, 1), np.uint8), 5), "LV has 1 pixels, fewer than 16"),
+        (np.eye(12, dtype=np.uint8), "LV has 12 pixels, fewer than 16"),  # 8-connected diagonal
+        (np.pad(np.ones((3, 5), np.uint8), 4), "LV has 15 pixels, fewer than 16"),
     ],
-    ids=["full", "diagonal", "row-strip", "column-strip"],
+    ids=["empty", "single-pixel", "diagonal", "15-pixel-block"],
 )
-def test_named_degenerate_masks(image: np.ndarray) -> None:
-    _check_total(measure_lv(image, (0.5, 0.7)))
+def test_degenerate_masks_fail_with_their_reason(image: np.ndarray, reason: str) -> None:
+    # MIN_LV_PIXELS = 16: a smaller LV is not measured, whatever its shape.
+    assert measure_lv(image, (0.5, 0.7)) == GeometryFailure(reason)
+
+
+def test_one_pixel_wide_column_hand_computed() -> None:
+    # LV = a 30-row, 1-column strip (rows 5..34, column 5); 0.5 mm rows, 0.7 mm columns.
+    image = np.pad(np.ones((30, 1), np.uint8), 5)
+    result = measure_lv(image, (0.5, 0.7))
+    assert isinstance(result, ViewGeometry)
+    # The border runs half-way between pixel centres, cutting each of the 4 corners by a triangle
+    # of 0.5 x 0.5 / 2 = 0.125 px: area = 30 - 0.5 = 29.5 px x 0.35 mm^2 = 10.325 mm^2.
+    assert result.area_mm2 == pytest.approx(29.5 * 0.5 * 0.7)
+    # Every disk crosses the strip between its side edges at columns 4.5 and 5.5: 1 column = 0.7 mm.
+    np.testing.assert_allclose(result.diameters_mm, 0.7)
+    # No myocardium: the chord rule takes the bottom corner chord (33, 5.5)-(34, 4.5), whose
+    # mid-point is at row 33.5; the apex is the top vertex (4.5, 5): L = 29 rows x 0.5 = 14.5 mm.
+    assert result.base_method == "chord"
+    np.testing.assert_allclose(result.apex_mm, [4.5 * 0.5, 5 * 0.7])
+    assert result.length_mm == pytest.approx(14.5)
 
 
 def test_blunt_apex_does_not_tilt_the_long_axis() -> None:
