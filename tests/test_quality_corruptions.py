@@ -2,13 +2,15 @@
 
 The corruptions are those of ``benchmarks/qc_corruptions.py`` (holes, a split LV, a missing apex,
 swapped labels, an LV leaking into the atrium). The thresholds were derived on the training and
-validation splits; these tests measure them on the testing split (the bundled sample) and on all
-500 CAMUS-224 patients (``shared``).
+validation splits; these tests measure them on the testing split only (the bundled sample, and
+the 50 testing patients of CAMUS-224 when ``../shared`` is present); the figure on the 450
+training and validation patients is logged beside, not asserted.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from echo_batch.qc.flags import image_flags, image_qc, is_blocking
 REPO = Path(__file__).resolve().parents[1]
 MIN_DETECTION = 0.90
 MAX_EXPERT_FLAGGED = 0.10
+
+logger = logging.getLogger(__name__)
 
 
 def _corruptions():
@@ -80,12 +84,37 @@ def test_corruption_changes_the_mask(real_sample):
         assert not np.array_equal(corrupt(labels, spacing, geo, rng), labels), kind
 
 
+def _split_ids(root: Path, split: str) -> list[str]:
+    """Patient ids of one CAMUS split (``database_split/subgroup_{split}.txt``)."""
+    return (root / "database_split" / f"subgroup_{split}.txt").read_text().split()
+
+
 @pytest.mark.shared
-def test_expert_masks_of_all_500_patients_rarely_flagged(camus224):
-    ids = sorted(p.name for p in (camus224 / "database_nifti").iterdir() if p.is_dir())
-    flagged = [
-        is_blocking(image_flags(image_qc(labels, spacing, measure_lv(labels, spacing))))
-        for _, labels, spacing in _expert_masks(camus224, ids)
+def test_expert_masks_of_the_testing_split_rarely_flagged(camus224, record_property):
+    """Held-out check of the QC thresholds: the expert masks of the 50 testing patients.
+
+    The thresholds were derived on the training and validation patients, so their figure is no
+    evidence that the thresholds generalise: it is logged and recorded (junit property
+    ``expert_flagged_training_validation``), never asserted.
+    """
+    testing = _split_ids(camus224, "testing")
+    flagged = [_caught(labels, spacing) for _, labels, spacing in _expert_masks(camus224, testing)]
+    assert len(testing) == 50 and len(flagged) == 200
+    # measured: 0 of 200 images (and 0 of the 1,800 training + validation images)
+    assert float(np.mean(flagged)) <= 0.01
+
+    derivation = _split_ids(camus224, "training") + _split_ids(camus224, "validation")
+    assert not set(derivation) & set(testing)
+    flagged_derivation = [
+        _caught(labels, spacing) for _, labels, spacing in _expert_masks(camus224, derivation)
     ]
-    assert len(flagged) == 4 * len(ids) >= 2000
-    assert float(np.mean(flagged)) <= 0.01  # measured: 0 of 2000 images
+    share = float(np.mean(flagged_derivation))
+    record_property("expert_flagged_training_validation", share)
+    logger.info(
+        "expert masks flagged: testing %d of %d; training + validation (threshold derivation, "
+        "not a test) %d of %d",
+        sum(flagged),
+        len(flagged),
+        sum(flagged_derivation),
+        len(flagged_derivation),
+    )
