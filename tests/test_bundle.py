@@ -1,4 +1,4 @@
-"""Model bundle: integrity check, safe loading, and the metadata contract (DESIGN.md 5.3)."""
+"""Model bundle: integrity check, safe loading, and the metadata contract (docs/model.md)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ K8S_YAML = ROOT / "deployment" / "kubernetes" / "daskcluster.yaml"
 FLOW_FILE = ROOT / "flows" / "cohort_ef.py"
 ENTRYPOINT = "flows/cohort_ef.py:cohort_ef"
 
-# Documented parameters of the `cohort-ef` flow (DESIGN.md 5.1).
+# Parameters of the `cohort-ef` flow that deployments rely on: the `echo-batch run` options of
+# README.md ("Command line"), in snake case, as deployment/prefect.yaml passes them.
 FLOW_PARAMETERS = {
     "data",
     "out",

@@ -1,9 +1,10 @@
 """CAMUS-compatible biplane Simpson: the convention behind the ``EF`` of the CAMUS cfg files.
 
-This reproduces, from the description of the CAMUS authors' script (DESIGN.md section 4 and the
-camus224 README), the conventions that make the cfg EF reproducible from expert masks. It is not the
-guideline method (see :mod:`echo_batch.measure.landmarks` and
-:mod:`echo_batch.measure.volumes`); use it to compare with the CAMUS reference EF only.
+This reproduces, from the description of the CAMUS authors' evaluation script, the conventions
+(listed below) that make the cfg EF reproducible from expert masks; docs/measurement.md gives the
+agreement obtained on the CAMUS-224 expert masks. It is not the guideline method (see
+:mod:`echo_batch.measure.landmarks` and :mod:`echo_batch.measure.volumes`); use it to compare with
+the CAMUS reference EF only.
 
 Conventions, all in pixels of an isotropic grid:
 

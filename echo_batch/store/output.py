@@ -1,4 +1,4 @@
-"""Parquet output of a cohort run (DESIGN.md section 5.2).
+"""Parquet output of a cohort run (``patients.parquet``, ``images.parquet``: README.md "Outputs").
 
 Two ways to write ``OUT``:
 

@@ -1,4 +1,4 @@
-"""Typed output rows; the Parquet schemas are derived from them (DESIGN.md section 5.2).
+"""Typed output rows (the columns README.md "Outputs" lists); the Parquet schemas derive from them.
 
 Units are part of the field names (``_ml``, ``_mm``, ``_mm2``, ``_pct``).
 """
