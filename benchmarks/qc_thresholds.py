@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qc_corruptions import CORRUPTIONS
 
 from echo_batch.domain import IMAGE_KEYS, View
-from echo_batch.io.image import parse_cfg, read_image
+from echo_batch.io.cfg import parse_cfg
+from echo_batch.io.image import read_image
 from echo_batch.measure.landmarks import ViewGeometry, measure_lv
 from echo_batch.measure.patient import patient_volumes
 from echo_batch.qc.flags import (

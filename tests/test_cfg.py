@@ -9,7 +9,7 @@ from fixtures import CFG_2019, CFG_2023, write_cfg
 
 from echo_batch.domain import CfgInfo
 from echo_batch.errors import CfgError, EchoBatchError, InputError
-from echo_batch.io.image import parse_cfg
+from echo_batch.io.cfg import parse_cfg
 
 
 def _cfg(tmp_path: Path, text: str | bytes, name: str = "Info_2CH.cfg") -> Path:

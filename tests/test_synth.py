@@ -21,8 +21,9 @@ from echo_batch.domain import (
     Split,
     View,
 )
+from echo_batch.io.cfg import parse_cfg
 from echo_batch.io.discovery import discover
-from echo_batch.io.image import parse_cfg, read_image, read_sequence
+from echo_batch.io.image import read_image, read_sequence
 from echo_batch.synth import (
     CLASSIC_SPACING_MM,
     SECTOR_HALF_ANGLE_DEG,

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echo_batch.io.image import parse_cfg, read_image, read_sequence
+from echo_batch.io.cfg import parse_cfg
+from echo_batch.io.image import read_image, read_sequence
 from echo_batch.io.writers import write_cfg, write_image, write_text
 
 SPACINGS = [(0.154, 0.308), (0.308, 0.154), (0.25, 0.25)]
