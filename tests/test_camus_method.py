@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,50 @@ def test_upsampling_inverts_a_corner_aligned_grid() -> None:
     assert up.shape == (19, 37)
     assert spacing == pytest.approx((0.5, 0.5))
     np.testing.assert_array_equal(up[::2, ::4], mask)  # original pixel centres keep their label
+
+
+def test_upsampling_by_hand_two_by_two() -> None:
+    """Corner-aligned 2x2 -> 3x3: new pixels are the means of their neighbours, kept at >= 0.5."""
+    mask = np.array([[0, 1], [0, 0]], np.uint8)
+    up, spacing = upsample_bilinear(mask, (1.0, 1.0), 0.5)
+    # values: [[0, .5, 1], [0, .25, .5], [0, 0, 0]]
+    np.testing.assert_array_equal(up, [[0, 1, 1], [0, 0, 1], [0, 0, 0]])
+    assert up.dtype == np.uint8 and spacing == (0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "target_mm"),
+    [((224, 224), (0.8, 0.7), 0.308), ((37, 51), (1.0, 0.45), 0.3), ((1, 9), (0.5, 0.5), 0.2)],
+)
+def test_upsampling_matches_scipy_linear_interpolation(shape, spacing, target_mm) -> None:
+    """Oracle: ``scipy.ndimage.map_coordinates(order=1)`` at the corner-aligned positions."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(sum(shape))
+    mask = ndimage.binary_opening(rng.random(shape) > 0.4).astype(np.uint8)
+    up, (row_mm, col_mm) = upsample_bilinear(mask, spacing, target_mm)
+    out = [max(2, round((n - 1) * s / target_mm) + 1) for n, s in zip(shape, spacing, strict=True)]
+    assert up.shape == tuple(out)
+    rows = np.linspace(0, shape[0] - 1, out[0])
+    cols = np.linspace(0, shape[1] - 1, out[1])
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    values = ndimage.map_coordinates(mask.astype(np.float64), grid, order=1, mode="nearest")
+    decided = np.abs(values - 0.5) > 1e-9  # exact ties may round either way in either code
+    assert decided.mean() > 0.9
+    np.testing.assert_array_equal(up[decided], (values >= 0.5)[decided])
+    if shape[0] > 1:
+        assert row_mm == pytest.approx((shape[0] - 1) * spacing[0] / (out[0] - 1))
+    assert col_mm == pytest.approx((shape[1] - 1) * spacing[1] / (out[1] - 1))
+
+
+def test_measure_imports_without_torch() -> None:
+    """torch is imported inside ``upsample_bilinear`` only: the measurement stage needs none."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import echo_batch.measure.camus_method, echo_batch.measure.landmarks\n"
+        "import echo_batch.measure.volumes, echo_batch.measure.patient\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
 
 
 def test_half_ellipse_base_apex_and_diameters() -> None:
@@ -143,6 +189,31 @@ def test_native_grid_variant_reproduces_its_reference(pid: str) -> None:
     assert isinstance(result, CamusResult)
     assert result.ef_pct == int(row["ef_gt_ref_native_grid"])
     assert abs(result.ef_pct - int(row["cfg_ef"])) <= 2
+
+
+def test_native_grid_variant_reproduces_its_reference_on_the_bundled_sample() -> None:
+    """All 50 bundled patients: the upsampled-mask EF equals the stored reference, which the
+    explicit interpolation matrices produced before ``upsample_bilinear`` used torch."""
+    from conftest import BUNDLED_SAMPLE
+
+    from echo_batch.io.image import read_image
+
+    with (BUNDLED_SAMPLE / "reference.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 50
+    for row in rows:
+        pid = row["patient"]
+        images = {
+            key: read_image(
+                BUNDLED_SAMPLE / "database_nifti" / pid / f"{pid}_{key}_gt.nii.gz", labels=True
+            )
+            for key in IMAGE_KEYS
+        }
+        masks = {key: image.array for key, image in images.items()}
+        spacings = {key: image.spacing for key, image in images.items()}
+        result = camus_biplane(masks, spacings, native_spacing_mm=0.308)
+        assert isinstance(result, CamusResult), pid
+        assert result.ef_pct == int(row["ef_gt_ref_native_grid"]), pid
 
 
 def _brute_force_base(contour: np.ndarray) -> tuple[int, int] | None:
