@@ -45,6 +45,8 @@ import bench_flow
 import perf_table
 import suite
 
+from echo_batch.store import atomic
+
 logger = logging.getLogger("scale_run")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,10 +324,7 @@ def write_result(result: dict[str, Any], out_dir: Path) -> Path:
     """``<out_dir>/scale-<date>-<host>.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"scale-{result['date']}-{result['machine']['host']}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic.write_text(path, json.dumps(result, indent=2) + "\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -49,6 +49,8 @@ import bench_engine
 import bench_flow
 import perf_table
 
+from echo_batch.store import atomic
+
 logger = logging.getLogger("suite")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,9 +308,7 @@ def write_results(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
         gpu_source=perf_table.relative(gpu_path),
     )
     for path, text in ((json_path, json.dumps(results, indent=2) + "\n"), (md_path, markdown)):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic.write_text(path, text)
     return json_path, md_path
 
 

@@ -9,26 +9,24 @@ Warning:
     package, but SimpleITK wants spacing as ``(x, y)`` = ``(col_mm, row_mm)``. The swap happens here
     and nowhere else; never pass a SimpleITK-ordered spacing to these functions.
 
-Every file is written atomically: to a hidden temporary name (``.tmp-*``) in the target's folder,
-then renamed into place. For ``.mhd`` the ``.raw`` data file is renamed first and the header, its
-``ElementDataFile`` rewritten to the final relative ``.raw`` name, last, so a header never points to
-a missing or temporary data file. A crash leaves at most hidden ``.tmp-*`` files, never a half file.
+Every file is written atomically and durably (:mod:`echo_batch.store.atomic`): under a hidden
+temporary name in the target's folder, flushed to disk, then renamed into place. For ``.mhd`` the
+``.raw`` data file is moved into place first and the header, its ``ElementDataFile`` rewritten to
+the final relative ``.raw`` name, last, so a header never points to a missing or temporary data
+file. A crash leaves at most hidden ``.tmp-`` files or folders, never a half file.
 
 Nothing is written through a symbolic link planted in an output folder: SimpleITK writes into a
-fresh private folder (``mkdtemp``: created with ``mkdir``, mode 0700, never an existing name or
-link), text files are created with ``O_EXCL``, and ``os.replace`` swaps a link at the final name for
-the new file instead of following it. :func:`real_folder` creates the folders below an output root
-one by one and refuses any that is a link.
+fresh private folder (:func:`echo_batch.store.atomic.private_stage`: ``mkdtemp``, mode 0700, never
+an existing name or link), text files are created with ``O_EXCL | O_NOFOLLOW``, and a rename
+replaces a link at the final name instead of following it. :func:`real_folder` creates the folders
+below an output root one by one and refuses any that is a link.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from echo_batch.errors import OutputError
+from echo_batch.store import atomic
 
 __all__ = ["real_folder", "write_cfg", "write_image", "write_text"]
 
@@ -48,11 +47,6 @@ def _suffix(path: Path) -> str:
         if name.endswith(suffix):
             return suffix
     raise ValueError(f"{path}: unsupported image file type (use .nii.gz, .nii or .mhd)")
-
-
-def _temp_name(path: Path, suffix: str) -> Path:
-    """A fresh hidden name in the target's folder with the same suffix (same file system)."""
-    return path.with_name(f".tmp-{secrets.token_hex(6)}-{path.name[: -len(suffix)]}{suffix}")
 
 
 def write_image(
@@ -97,9 +91,8 @@ def write_image(
         image.SetOrigin((float(origin[0]), float(origin[1]), 0.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     # SimpleITK opens by name and follows links: give it a folder no one else can have prepared.
-    stage = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
-    staged = stage / path.name
-    try:
+    with atomic.private_stage(path.parent) as stage:
+        staged = stage / path.name
         writer = sitk.ImageFileWriter()
         writer.SetFileName(os.fspath(staged))
         # .mhd: uncompressed .raw like CAMUS 2019; .nii.gz: gzip implied by the suffix.
@@ -108,9 +101,7 @@ def write_image(
         if suffix == ".mhd":
             _finish_mhd(staged, staged.with_name(path.name[: -len(".mhd")] + ".raw"), path)
         else:
-            os.replace(staged, path)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+            atomic.move_into_place(staged, path)
     return path
 
 
@@ -161,8 +152,8 @@ def _finish_mhd(staged: Path, staged_raw: Path, path: Path) -> None:
     if keys.count("ElementDataFile") != 1:
         raise RuntimeError(f"{staged}: SimpleITK wrote an unexpected MetaImage header")
     lines[keys.index("ElementDataFile")] = f"ElementDataFile = {raw_name}"
-    os.replace(staged_raw, path.parent / raw_name)
-    _write_text_atomic(path, "\n".join(lines) + "\n")
+    atomic.move_into_place(staged_raw, path.parent / raw_name)
+    atomic.write_text(path, "\n".join(lines) + "\n")
 
 
 def _format_value(value: object) -> str:
@@ -196,20 +187,7 @@ def write_cfg(path: Path | str, mapping: Mapping[str, object]) -> Path:
             raise ValueError(f"bad cfg key {key!r}")
         lines.append(f"{key}: {_format_value(value)}\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_text_atomic(path, "".join(lines))
-
-
-def _write_text_atomic(path: Path, text: str) -> Path:
-    """Write a small text file through a temporary file in the same folder and rename it."""
-    tmp = _temp_name(path, ".tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.write_text(path, "".join(lines))
 
 
 def write_text(path: Path | str, text: str) -> Path:
@@ -224,4 +202,4 @@ def write_text(path: Path | str, text: str) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_text_atomic(path, text)
+    return atomic.write_text(path, text)

@@ -7,15 +7,16 @@ the bytes that were hashed are the bytes that are loaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from echo_batch.errors import EchoBatchError
+from echo_batch.store import atomic
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not to read an id
     import torch
@@ -82,10 +83,8 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically and durably (:func:`echo_batch.store.atomic.write_text`)."""
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def save_bundle(
@@ -105,9 +104,8 @@ def save_bundle(
 
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
-    tmp = weights.with_suffix(".pt.tmp")
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
-    os.replace(tmp, weights)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    atomic.write_file(weights, functools.partial(torch.save, tensors))
     write_json_atomic(directory / METADATA_FILE, {**metadata, "sha256": sha256_file(weights)})
     return directory
 

@@ -6,6 +6,7 @@ myocardium and atrium); the testing split is never read here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from echo_batch.model.dataset import SegmentationSet, load_split
 from echo_batch.model.preprocess import INPUT_SIZE, NORMALISATION
 from echo_batch.model.unet import UNet, UNetConfig, count_parameters
 from echo_batch.qc.metrics import dice
+from echo_batch.store import atomic
 from echo_batch.version import code_version
 
 logger = logging.getLogger(__name__)
@@ -228,17 +230,13 @@ def train(
             state["best_score"],
             record["seconds"],
         )
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "state": state,
-            },
-            tmp,
-        )
-        tmp.replace(ckpt_path)
+        checkpoint = {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state,
+        }
+        atomic.write_file(ckpt_path, functools.partial(torch.save, checkpoint))
         if max_minutes is not None and (time.monotonic() - started) / 60 > max_minutes:
             logger.warning("time budget of %.0f min reached after epoch %d", max_minutes, epoch + 1)
             break

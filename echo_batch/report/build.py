@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from echo_batch.report.stats import (
     segmentation_table,
     worst_cases,
 )
+from echo_batch.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +71,11 @@ def write_report(
         else []
     )
     summary["gallery"] = [{"patient_id": c.patient_id, "source": c.source} for c in gallery]
-    _write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    atomic.write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     index = folder / "index.html"
-    _write_text(index, render_page(run, summary, figures, gallery))
+    atomic.write_text(index, render_page(run, summary, figures, gallery))
     logger.info("report written to %s in %.1f s", index, time.perf_counter() - started)
     return index
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def summarise(run: RunData) -> dict[str, Any]:
