@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from echo_batch.qc.agreement import agreement, ef_agreements
+from echo_batch.qc.agreement import EF_COMPARISONS, agreement, ef_agreements
 from echo_batch.store.records import PatientRecord
 
 
@@ -37,6 +38,20 @@ def test_ef_agreements_uses_the_documented_columns():
         PatientRecord("b", "none", "ok", ef_pct=40, ef_gt_pct=40, ef_camus_pct=33, ef_ref_pct=30),
     ]
     result = ef_agreements(patients)
-    assert result["ef_pct_vs_ef_gt_pct"]["bias"] == pytest.approx(1.0)
-    assert result["ef_camus_pct_vs_cfg"]["bias"] == pytest.approx(0.5)
-    assert result["ef_camus_gt_pct_vs_cfg"] is None
+    assert result["ef_vs_expert"]["bias"] == pytest.approx(1.0)  # (2 + 0) / 2
+    assert result["ef_camus_vs_cfg"]["bias"] == pytest.approx(0.5)  # (-2 + 3) / 2
+    assert result["ef_vs_cfg"]["bias"] == pytest.approx(9.0)  # (8 + 10) / 2
+    assert result["expert_camus_vs_cfg"] is None  # no ef_camus_gt_pct
+    assert result["ef_camus_vs_expert"] is None
+    assert list(result) == [c.name for c in EF_COMPARISONS]
+
+
+def test_report_and_run_share_one_comparison_table():
+    """The report's agreement figures and ``run.json``'s come from the same comparisons."""
+    from echo_batch.report import stats
+
+    assert stats.EF_COMPARISONS is EF_COMPARISONS
+    assert len({c.name for c in EF_COMPARISONS}) == len(EF_COMPARISONS)
+    columns = {f.name for f in dataclasses.fields(PatientRecord)}
+    for comparison in EF_COMPARISONS:
+        assert {comparison.measured, comparison.reference} <= columns, comparison

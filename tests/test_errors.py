@@ -9,7 +9,7 @@ import pytest
 
 from echo_batch.errors import CfgError, EchoBatchError, InputError, OutputError
 from echo_batch.model.bundle import BundleError
-from echo_batch.store.output import OutputLockedError
+from echo_batch.store.lock import OutputLockedError
 
 PATH = Path("/data/patient0001/patient0001_2CH_ED.nii.gz")
 

@@ -46,7 +46,7 @@ from echo_batch.model.inference import SegmentationEngine
 from echo_batch.model.unet import UNet, UNetConfig
 from echo_batch.run.chunk import ChunkOptions
 from echo_batch.run.serial import run_cohort
-from echo_batch.store.output import LOCK_FILE, PARTS_DIR
+from echo_batch.store.files import LOCK_FILE, LOCK_HOLDER_FILE, PARTS_DIR
 from echo_batch.synth import synth_cohort
 
 N_PATIENTS = 12
@@ -84,9 +84,8 @@ _write_table, _calls = pq.write_table, [0]
 def write_table(table, where, **kwargs):
     _calls[0] += 1
     if _calls[0] > int(os.environ["DISK_FULL_AFTER"]):
-        with open(where, "wb") as fh:  # a half-written file, then the disk is full
-            fh.write(b"PAR1" + bytes(1000))
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+        where.write(b"PAR1" + bytes(1000))  # the store's open temporary file, half-written
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return _write_table(table, where, **kwargs)
 
 pq.write_table = write_table
@@ -155,13 +154,16 @@ def _run_args(data: Path, out: Path, *more: str) -> list:
 
 
 def _digests(out: Path, skip: str | None = None) -> dict[str, str]:
-    """Every entry under ``out`` (but ``skip``) with the sha256 of each file."""
+    """Every entry under ``out`` (but ``skip`` and the lock file) with the sha256 of each file.
+
+    The lock file is empty and stays once created (the lock is the kernel's, not the file's).
+    """
     return {
         os.fspath(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
         if p.is_file()
         else "folder"
         for p in sorted(out.rglob("*"))
-        if skip is None or p.relative_to(out).parts[0] != skip
+        if (skip is None or p.relative_to(out).parts[0] != skip) and p.name != LOCK_FILE
     }
 
 
@@ -252,15 +254,15 @@ def test_flow_sigkilled_mid_run_then_resumed_has_no_duplicates_no_losses(
         if path.name.endswith(".patients.parquet"):
             done |= set(table["patient_id"].to_pylist())
     assert done and f"patient{N_PATIENTS:04d}" not in done
-    assert (out / LOCK_FILE).exists()  # left by the dead run
+    assert (out / LOCK_HOLDER_FILE).exists()  # left by the dead run
 
     result = run_cli(_run_args(cohort, out), env=cli_env(env["PREFECT_API_URL"]))
     assert result.returncode == 0, result.stderr[-5000:]
-    assert "replacing the stale lock" in result.stderr
+    assert "ended without releasing OUT" in result.stderr  # the kernel released its lock
     _assert_same(out, reference)
     record = json.loads((out / "run.json").read_text())
     assert record["skipped_done"] == len(done) and record["processed"] == N_PATIENTS - len(done)
-    assert not parts.exists() and not (out / LOCK_FILE).exists()
+    assert not parts.exists() and not (out / LOCK_HOLDER_FILE).exists()
     assert _hidden_leftovers(out) == []
 
 
@@ -293,7 +295,7 @@ def test_full_disk_is_a_clear_error_and_earlier_results_stay(cohort, reference, 
     assert _digests(out, skip=PARTS_DIR) == before  # earlier results untouched
     parts = sorted(p.name for p in (out / PARTS_DIR).iterdir())
     assert len(parts) == 2 and all(pq.read_table(out / PARTS_DIR / p) for p in parts)
-    assert _hidden_leftovers(out) == [] and not (out / LOCK_FILE).exists()
+    assert _hidden_leftovers(out) == [] and not (out / LOCK_HOLDER_FILE).exists()
 
     result = run_cli(_run_args(cohort, out), env=cli_env(api_url))  # space again: resume
     assert result.returncode == 0, result.stderr[-5000:]

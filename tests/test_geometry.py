@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from echo_batch.domain import Label
-from echo_batch.measure.landmarks import GeometryFailure, ViewGeometry, disk_diameters, measure_lv
+from echo_batch.measure.landmarks import (
+    GeometryFailure,
+    ViewGeometry,
+    crop_padded,
+    disk_diameters,
+    measure_lv,
+)
 from echo_batch.measure.volumes import (
     biplane_disk_height_mm,
     simpson_biplane_ml,
@@ -309,3 +315,13 @@ def test_blunt_apex_does_not_tilt_the_long_axis() -> None:
     assert isinstance(result, ViewGeometry)
     volume = simpson_single_plane_ml(result.diameters_mm, result.length_mm)
     assert volume == pytest.approx(truth.edv_2ch_ml, rel=0.01)
+
+
+def test_crop_padded_is_the_box_with_background_beyond_the_image() -> None:
+    labels = np.arange(1, 13, dtype=np.uint8).reshape(3, 4)  # [[1..4], [5..8], [9..12]]
+    crop = crop_padded(labels, 0, 2, (2, 2), 1)  # rows 0-1, cols 2-3, margin 1
+    np.testing.assert_array_equal(
+        crop,
+        [[0, 0, 0, 0], [2, 3, 4, 0], [6, 7, 8, 0], [10, 11, 12, 0]],
+    )
+    assert crop.dtype == labels.dtype

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from echo_batch.store.output import write_results, write_run_record
+from echo_batch.store.files import write_results, write_run_record
 from echo_batch.store.records import SCHEMA_VERSION, ImageRecord, PatientRecord, arrow_schema
 
 REQUIRED_PATIENT = [

@@ -31,7 +31,7 @@ from echo_batch.report.stats import (
     primary_comparison,
     worst_cases,
 )
-from echo_batch.store.output import write_results
+from echo_batch.store.files import write_results
 from echo_batch.store.records import ImageRecord, PatientRecord
 
 REPO = Path(__file__).resolve().parents[1]

@@ -38,7 +38,8 @@ from echo_batch.model.bundle import METADATA_FILE, WEIGHTS_FILE, load_bundle, sa
 from echo_batch.model.inference import Segmentation
 from echo_batch.model.unet import UNet, UNetConfig
 from echo_batch.run.chunk import ChunkOptions, process_chunk
-from echo_batch.store.output import LOCK_FILE, OutputLockedError, OutputStore, write_run_record
+from echo_batch.store.files import LOCK_FILE, write_run_record
+from echo_batch.store.parts import OutputStore
 
 # --------------------------------------------------------------------------- model weights
 
@@ -326,7 +327,7 @@ def test_lock_hard_linked_to_another_file_leaves_it_untouched(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     os.link(victim, out / LOCK_FILE)
-    with pytest.raises(OutputLockedError, match="unreadable"):
+    with pytest.raises(EchoBatchError, match="has 2 hard links; refusing"):
         OutputStore(out).acquire_lock()
     assert victim.read_text() == "precious\n" and (out / LOCK_FILE).exists()
 

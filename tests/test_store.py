@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,19 +18,17 @@ import pytest
 
 from echo_batch.errors import EchoBatchError
 from echo_batch.run.chunk import ChunkResult
-from echo_batch.store.output import (
+from echo_batch.store.files import (
     IMAGES_FILE,
     LOCK_FILE,
+    LOCK_HOLDER_FILE,
     PATIENTS_FILE,
-    OutputLockedError,
-    OutputStore,
-    compaction_order,
-    new_run_id,
-    parse_part_name,
-    pending_patient_ids,
     write_results,
 )
+from echo_batch.store.lock import OutputLockedError
+from echo_batch.store.parts import OutputStore, new_run_id, parse_part_name
 from echo_batch.store.records import SCHEMA_VERSION, ImageRecord, PatientRecord
+from echo_batch.store.tables import compaction_order
 
 VIEWS_INSTANTS = [("2CH", "ED"), ("2CH", "ES"), ("4CH", "ED"), ("4CH", "ES")]
 
@@ -63,12 +63,6 @@ def read(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(out / PATIENTS_FILE), pd.read_parquet(out / IMAGES_FILE)
 
 
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 # ------------------------------------------------------------------------------------ lock
 
 
@@ -76,58 +70,86 @@ def test_lock_is_exclusive_and_released(tmp_path):
     out = tmp_path / "new" / "out"
     store = OutputStore(out)
     with store.lock():
-        holder = json.loads((out / LOCK_FILE).read_text())
+        holder = json.loads((out / LOCK_HOLDER_FILE).read_text())
         assert holder["pid"] == os.getpid()
         assert holder["host"] == socket.gethostname()
-        assert holder["started"]
+        assert holder["started"] and holder["run_id"] == store.run_id
         with pytest.raises(OutputLockedError, match=str(os.getpid())) as info:
             OutputStore(out).acquire_lock()
-        assert str(out) in str(info.value)
+        assert str(out) in str(info.value) and store.run_id in str(info.value)
         assert isinstance(info.value, EchoBatchError)
         with pytest.raises(OutputLockedError), store.lock():
             pass
-        assert (out / LOCK_FILE).exists(), "a failed second lock must not remove the first"
-    assert not (out / LOCK_FILE).exists()
-    with store.lock():  # can be taken again
-        pass
+        assert store.locked, "a failed second lock must not release the first"
+        assert (out / LOCK_HOLDER_FILE).exists()
+    assert not store.locked and not (out / LOCK_HOLDER_FILE).exists()
+    with store.lock(), pytest.raises(OutputLockedError):  # can be taken again, and held again
+        OutputStore(out).acquire_lock()
 
 
 def test_lock_released_on_exception(tmp_path):
     store = OutputStore(tmp_path)
     with pytest.raises(RuntimeError), store.lock():
         raise RuntimeError("boom")
-    assert not (tmp_path / LOCK_FILE).exists()
+    assert not (tmp_path / LOCK_HOLDER_FILE).exists()
+    with OutputStore(tmp_path).lock():
+        pass
 
 
-def test_stale_lock_of_dead_process_is_replaced(tmp_path, caplog):
-    pid = dead_pid()
-    stale = {"pid": pid, "host": socket.gethostname(), "started": "2020-01-01T00:00:00+00:00"}
-    (tmp_path / LOCK_FILE).write_text(json.dumps(stale))
+_HOLD_LOCK = """
+import os, signal, sys, time
+from echo_batch.store.parts import OutputStore
+store = OutputStore(sys.argv[1])
+store.acquire_lock()
+print(store.run_id, flush=True)
+if sys.argv[2] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(60)
+"""
+
+
+def _hold_lock(out: Path, then: str) -> tuple[subprocess.Popen, str]:
+    """A process that takes OUT's lock, then dies by SIGKILL ("die") or holds it ("hold")."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, os.fspath(out), then],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return proc, proc.stdout.readline().strip()
+
+
+def test_lock_of_a_killed_run_is_free_and_its_holder_record_reported(tmp_path, caplog):
+    proc, run_id = _hold_lock(tmp_path, "die")
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and run_id
+    assert json.loads((tmp_path / LOCK_HOLDER_FILE).read_text())["run_id"] == run_id
     store = OutputStore(tmp_path)
-    with caplog.at_level("WARNING"), store.lock():
-        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
-    assert "stale lock" in caplog.text
-    assert not (tmp_path / LOCK_FILE).exists()
-    assert not [p for p in tmp_path.iterdir() if "lock" in p.name]
+    with caplog.at_level("WARNING"), store.lock():  # the kernel released the dead run's lock
+        assert json.loads((tmp_path / LOCK_HOLDER_FILE).read_text())["run_id"] == store.run_id
+    assert f"run {run_id} (pid {proc.pid}" in caplog.text
+    assert "ended without releasing" in caplog.text
 
 
-def test_lock_of_live_process_or_other_host_is_respected(tmp_path):
-    lock = tmp_path / LOCK_FILE
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+def test_lock_of_a_live_process_is_respected_whatever_the_files_say(tmp_path):
+    proc, run_id = _hold_lock(tmp_path, "hold")
     try:
-        lock.write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "started": "x"}))
-        with pytest.raises(OutputLockedError, match="running process"):
+        with pytest.raises(OutputLockedError) as info:
+            OutputStore(tmp_path).acquire_lock()
+        assert f"run {run_id}, pid {proc.pid} on host {socket.gethostname()}" in str(info.value)
+        assert f"lock file {tmp_path / LOCK_FILE}" in str(info.value)
+        (tmp_path / LOCK_HOLDER_FILE).unlink()  # the record is for the message only
+        with pytest.raises(OutputLockedError, match="holder unknown"):
             OutputStore(tmp_path).acquire_lock()
     finally:
         proc.kill()
         proc.wait()
-    lock.write_text(json.dumps({"pid": dead_pid(), "host": "elsewhere.invalid", "started": "x"}))
-    with pytest.raises(OutputLockedError, match="another host"):
-        OutputStore(tmp_path).acquire_lock()
-    lock.write_text("")
-    with pytest.raises(OutputLockedError, match="unreadable"):
-        OutputStore(tmp_path).acquire_lock()
-    assert lock.exists()
+    # what the files say does not lock: the lock is the kernel's, held by a process or not
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": "x", "run_id": "r"}
+    (tmp_path / LOCK_HOLDER_FILE).write_text(json.dumps(record))
+    (tmp_path / LOCK_FILE).write_text(json.dumps(record))
+    with OutputStore(tmp_path).lock():
+        pass
 
 
 def test_lock_symlink_is_refused_and_target_untouched(tmp_path):
@@ -332,14 +354,113 @@ def test_done_patient_ids_follow_the_latest_status(tmp_path):
     store.write_part(chunk((patient("regress", "failed", ef=None), [])), 1)
     assert store.done_patient_ids() == {"ok1"}
     discovered = ["ok1", "part", "fail", "regress", "new"]
-    assert pending_patient_ids(discovered, store.done_patient_ids()) == [
-        "part",
-        "fail",
-        "regress",
-        "new",
-    ]
+    done = store.done_patient_ids()
+    assert [pid for pid in discovered if pid not in done] == ["part", "fail", "regress", "new"]
     later = OutputStore(tmp_path)
     later.write_part(chunk((patient("part"), images("part")), (patient("new"), [])), 0)
     assert later.done_patient_ids() == {"ok1", "part", "new"}
     later.compact(discovered, "m@1")
     assert OutputStore(tmp_path).done_patient_ids() == {"ok1", "part", "new"}
+
+
+# ------------------------------------------------------------------------------------ durability
+
+
+def _record_fsyncs_and_unlinks(monkeypatch) -> list[tuple[str, str]]:
+    """``("fsync", path)``, ``("replace", target)`` and ``("unlink", path)`` events, in order."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_unlink = os.fsync, os.replace, Path.unlink
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        real_replace(src, dst)
+        events.append(("replace", os.fspath(dst)))
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        events.append(("unlink", os.fspath(self)))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    return events
+
+
+def test_parts_are_flushed_images_first(tmp_path, monkeypatch):
+    store = OutputStore(tmp_path)
+    events = _record_fsyncs_and_unlinks(monkeypatch)
+    stem = store.write_part(chunk((patient("a"), images("a"))), 0)
+    parts = tmp_path / "parts"
+    images_part, patients_part = (
+        os.fspath(parts / f"{stem}.images.parquet"),
+        os.fspath(parts / f"{stem}.patients.parquet"),
+    )
+    flushed_folder = ("fsync", os.fspath(parts))
+    assert events.index(("replace", images_part)) < events.index(flushed_folder)
+    assert events.index(flushed_folder) < events.index(("replace", patients_part))
+    assert events[-1] == flushed_folder, "the patients part is durable when write_part returns"
+    files = [path for kind, path in events if kind == "fsync" and path != os.fspath(parts)]
+    assert len(files) == 2 and all(".tmp-" in Path(f).name for f in files)
+
+
+def test_parts_are_deleted_only_after_the_compacted_files_are_durable(tmp_path, monkeypatch):
+    store = OutputStore(tmp_path)
+    store.write_part(chunk((patient("a"), images("a"))), 0)
+    with store.lock():
+        events = _record_fsyncs_and_unlinks(monkeypatch)
+        store.compact(["a"], "m@1")
+    first_unlink = next(i for i, (kind, _) in enumerate(events) if kind == "unlink")
+    before = events[:first_unlink]
+    flushed = [path for kind, path in before if kind == "fsync"]
+    renamed = [path for kind, path in before if kind == "replace"]
+    assert renamed == [os.fspath(tmp_path / IMAGES_FILE), os.fspath(tmp_path / PATIENTS_FILE)]
+    assert flushed[-1] == os.fspath(tmp_path), "OUT flushed after the renames, before any unlink"
+    assert sum(".tmp-" in Path(p).name for p in flushed) == 2, "both new files flushed"
+    assert ("fsync", os.fspath(tmp_path / "parts")) in events[first_unlink:], "deletions flushed"
+    assert not (tmp_path / "parts").exists()
+
+
+@pytest.mark.parametrize("failing", ["rename", "folder fsync"])
+def test_failed_compaction_deletes_no_part(tmp_path, monkeypatch, failing):
+    first = OutputStore(tmp_path)
+    first.write_part(chunk((patient("a", ef=40.0), images("a"))), 0)
+    first.compact(["a"], "m@1")
+    earlier = (tmp_path / PATIENTS_FILE).read_bytes(), (tmp_path / IMAGES_FILE).read_bytes()
+    store = OutputStore(tmp_path)
+    store.write_part(chunk((patient("a", ef=60.0), images("a", 7.0))), 0)
+    parts_before = _listing(tmp_path / "parts")
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def replace(src, dst) -> None:
+        if os.fspath(dst) == os.fspath(tmp_path / PATIENTS_FILE):
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(src, dst)
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}") == os.fspath(tmp_path):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    if failing == "rename":
+        monkeypatch.setattr(os, "replace", replace)
+    else:
+        monkeypatch.setattr(os, "fsync", fsync)
+    with (
+        pytest.raises(EchoBatchError, match=r"cannot write to OUT .*Input/output error"),
+        store.lock(),
+    ):
+        store.compact(["a"], "m@1")
+    monkeypatch.undo()
+    assert _listing(tmp_path / "parts") == parts_before, "every part is still there"
+    assert not [name for name in _listing(tmp_path) if ".tmp-" in name]
+    if failing == "rename":
+        assert (tmp_path / PATIENTS_FILE).read_bytes() == earlier[0]
+    store.compact(["a"], "m@1")  # the next compaction finishes the job
+    assert read(tmp_path)[0].ef_pct.tolist() == [60.0]
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())

@@ -41,10 +41,10 @@ import numpy as np
 from skimage.measure import find_contours
 
 from echo_batch.domain import IMAGE_KEYS, ImageKey, Instant, Label, View
+from echo_batch.measure.volumes import N_DISKS
 
 logger = logging.getLogger(__name__)
 
-N_DISKS = 20
 BASE_MAX_ANGLE_DEG = 45.0
 BASE_MAX_DEVIATION_PX = 8.0
 MARCH_START_PX = 8.0

@@ -31,10 +31,10 @@ from scipy import ndimage
 from skimage.measure import find_contours
 
 from echo_batch.domain import Label
+from echo_batch.measure.volumes import N_DISKS
 
 logger = logging.getLogger(__name__)
 
-N_DISKS = 20
 MIN_LV_PIXELS = 16
 CHORD_MAX_ANGLE_DEG = 45.0
 CHORD_TOLERANCE_MM = 2.5
@@ -310,10 +310,22 @@ def _disk_crossings(
     return base_mid_mm + levels[:, None] * u, normal, lo, hi
 
 
-def _crop_padded(
+def crop_padded(
     labels: np.ndarray, row0: int, col0: int, shape: tuple[int, int], pad: int
 ) -> np.ndarray:
-    """``labels[row0 - pad : row0 + h + pad, col0 - pad : col0 + w + pad]``, zero outside."""
+    """A box of ``labels`` with a margin, background (0) where the margin leaves the image.
+
+    Args:
+        labels: ``(H, W)`` label map.
+        row0: first row of the box, pixels.
+        col0: first column of the box, pixels.
+        shape: ``(h, w)`` size of the box, pixels.
+        pad: margin on every side, pixels.
+
+    Returns:
+        ``(h + 2 pad, w + 2 pad)`` array of ``labels``' dtype: ``labels[row0 - pad : row0 + h +
+        pad, col0 - pad : col0 + w + pad]`` with zeros outside the image.
+    """
     h, w = shape
     out = np.zeros((h + 2 * pad, w + 2 * pad), dtype=labels.dtype)
     r_lo, c_lo = max(row0 - pad, 0), max(col0 - pad, 0)
@@ -400,7 +412,7 @@ def measure_lv(labels: np.ndarray, spacing: tuple[float, float]) -> ViewGeometry
     perimeter = float(
         np.linalg.norm(np.diff(contour_mm, axis=0, append=contour_mm[:1]), axis=1).sum()
     )
-    labels_crop = _crop_padded(labels, row0, col0, mask.shape, _LABEL_PAD)
+    labels_crop = crop_padded(labels, row0, col0, mask.shape, _LABEL_PAD)
     hinges = _hinges_from_labels(
         contour_local + _LABEL_PAD,
         contour_mm,

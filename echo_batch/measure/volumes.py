@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 MM3_PER_ML = 1000.0
-N_DISKS = 20
+N_DISKS = 20  # disks along the long axis: the guideline above, and the CAMUS convention too
 
 
 def simpson_single_plane_ml(diameters_mm: np.ndarray, length_mm: float) -> float:

@@ -3,18 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from echo_batch.store.records import PatientRecord
 
-# (name, measured column, reference column) of every agreement a run reports
-EF_COMPARISONS: tuple[tuple[str, str, str], ...] = (
-    ("ef_camus_pct_vs_cfg", "ef_camus_pct", "ef_ref_pct"),
-    ("ef_camus_gt_pct_vs_cfg", "ef_camus_gt_pct", "ef_ref_pct"),
-    ("ef_pct_vs_ef_gt_pct", "ef_pct", "ef_gt_pct"),
-    ("ef_pct_vs_cfg", "ef_pct", "ef_ref_pct"),
+
+@dataclass(frozen=True)
+class Comparison:
+    """A measured column compared with a reference column of ``patients.parquet``.
+
+    Attributes:
+        name: short identifier (``run.json`` and report keys, file names, anchors).
+        measured: measured column.
+        reference: reference column.
+        label: what is compared, in words.
+        unit: unit of both columns.
+    """
+
+    name: str
+    measured: str
+    reference: str
+    label: str
+    unit: str = "%"
+
+
+# Every EF agreement a run, an evaluation and the report give; the first two rank the report's
+# patients (cfg EF when the data carry it, else the expert-mask EF).
+EF_COMPARISONS: tuple[Comparison, ...] = (
+    Comparison("ef_camus_vs_cfg", "ef_camus_pct", "ef_ref_pct", "CAMUS-compatible EF vs cfg EF"),
+    Comparison(
+        "ef_vs_expert", "ef_pct", "ef_gt_pct", "guideline EF vs the same method on expert masks"
+    ),
+    Comparison(
+        "ef_camus_vs_expert",
+        "ef_camus_pct",
+        "ef_camus_gt_pct",
+        "CAMUS-compatible EF vs the same method on expert masks",
+    ),
+    Comparison("ef_vs_cfg", "ef_pct", "ef_ref_pct", "guideline EF vs cfg EF"),
+    Comparison(
+        "expert_camus_vs_cfg",
+        "ef_camus_gt_pct",
+        "ef_ref_pct",
+        "expert masks, CAMUS-compatible EF vs cfg EF (floor of the data)",
+    ),
 )
 
 
@@ -52,8 +87,10 @@ def agreement(pred: Sequence[float | None], ref: Sequence[float | None]) -> dict
 def ef_agreements(patients: Sequence[PatientRecord]) -> dict[str, dict[str, float] | None]:
     """Every EF comparison of :data:`EF_COMPARISONS` over a list of patient records."""
     return {
-        name: agreement([getattr(p, m) for p in patients], [getattr(p, r) for p in patients])
-        for name, m, r in EF_COMPARISONS
+        c.name: agreement(
+            [getattr(p, c.measured) for p in patients], [getattr(p, c.reference) for p in patients]
+        )
+        for c in EF_COMPARISONS
     }
 
 

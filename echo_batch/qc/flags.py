@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from echo_batch.domain import ImageKey, Instant, Label, Status, View
-from echo_batch.measure.landmarks import GeometryFailure, ViewGeometry
+from echo_batch.measure.landmarks import GeometryFailure, ViewGeometry, crop_padded
 from echo_batch.measure.patient import PatientVolumes
 from echo_batch.store.records import ImageRecord
 
@@ -184,7 +184,6 @@ QC_THRESHOLDS: dict[QCFlag, Threshold] = {
         "masks and EF exist for these patients, and the report shows the error by quality",
     ),
 }
-EF_MAX_PCT = float(QC_THRESHOLDS[QCFlag.EF_OUT_OF_RANGE].upper or 85.0)
 
 _PAD = 2
 
@@ -214,17 +213,6 @@ class ImageQC:
     la_gap_mm: float | None = None
     lv_length_mm: float | None = None
     lv_area_mm2: float | None = None
-
-
-def _crop(labels: np.ndarray, row0: int, col0: int, h: int, w: int) -> np.ndarray:
-    """``labels[row0 - _PAD : row0 + h + _PAD, col0 - _PAD : ...]``, background outside."""
-    out = np.zeros((h + 2 * _PAD, w + 2 * _PAD), np.uint8)
-    r_lo, c_lo = max(row0 - _PAD, 0), max(col0 - _PAD, 0)
-    r_hi, c_hi = min(row0 + h + _PAD, labels.shape[0]), min(col0 + w + _PAD, labels.shape[1])
-    out[r_lo - row0 + _PAD : r_hi - row0 + _PAD, c_lo - col0 + _PAD : c_hi - col0 + _PAD] = labels[
-        r_lo:r_hi, c_lo:c_hi
-    ]
-    return out
 
 
 def _frontier(
@@ -275,7 +263,7 @@ def image_qc(
     col0, row0, w, h = cv2.boundingRect(lv_full)
     if w == 0 or h == 0:
         return ImageQC(lv_pixels=0)
-    crop = _crop(labels, row0, col0, h, w)
+    crop = crop_padded(labels, row0, col0, (h, w), _PAD)
     lv = crop == Label.LV
     _, _, stats, _ = cv2.connectedComponentsWithStats(lv.view(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from echo_batch.clinical import EF_CATEGORY_TABLE
+from echo_batch.qc.agreement import Comparison
 from echo_batch.report.stats import (
     QUALITY_ORDER,
     SEGMENTATION_METRICS,
-    Comparison,
     abs_error,
     paired_values,
 )

@@ -1,7 +1,9 @@
 """Numbers of the cohort report, computed from the Parquet outputs with pandas (no plotting).
 
 Every agreement figure comes from :func:`echo_batch.qc.agreement.agreement` (differences are
-measured - reference; limits of agreement are bias +- 1.96 SD).
+measured - reference; limits of agreement are bias +- 1.96 SD), over the comparisons of
+:data:`echo_batch.qc.agreement.EF_COMPARISONS` (the same table as ``run.json``) and the volume
+comparisons below.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from echo_batch.clinical import ef_category
-from echo_batch.qc.agreement import agreement
+from echo_batch.qc.agreement import EF_COMPARISONS, Comparison, agreement
 from echo_batch.qc.flags import QC_THRESHOLDS, QCFlag
 
 QUALITY_ORDER = ("Good", "Medium", "Poor", "unknown")
@@ -23,44 +25,6 @@ CATEGORY_ORDER = ("reduced", "mildly_reduced", "preserved", "unknown")
 LOA_Z = 1.96
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """A measured column compared with a reference column of ``patients.parquet``.
-
-    Attributes:
-        name: short identifier (file names, anchors).
-        measured: measured column.
-        reference: reference column.
-        label: what is compared, in words.
-        unit: unit of both columns.
-    """
-
-    name: str
-    measured: str
-    reference: str
-    label: str
-    unit: str = "%"
-
-
-EF_COMPARISONS: tuple[Comparison, ...] = (
-    Comparison("ef_camus_vs_cfg", "ef_camus_pct", "ef_ref_pct", "CAMUS-compatible EF vs cfg EF"),
-    Comparison(
-        "ef_vs_expert", "ef_pct", "ef_gt_pct", "guideline EF vs the same method on expert masks"
-    ),
-    Comparison(
-        "ef_camus_vs_expert",
-        "ef_camus_pct",
-        "ef_camus_gt_pct",
-        "CAMUS-compatible EF vs the same method on expert masks",
-    ),
-    Comparison("ef_vs_cfg", "ef_pct", "ef_ref_pct", "guideline EF vs cfg EF"),
-    Comparison(
-        "expert_camus_vs_cfg",
-        "ef_camus_gt_pct",
-        "ef_ref_pct",
-        "expert masks, CAMUS-compatible EF vs cfg EF (floor of the data)",
-    ),
-)
 VOLUME_COMPARISONS: tuple[Comparison, ...] = (
     Comparison(
         "edv_camus_vs_cfg", "edv_camus_ml", "edv_ref_ml", "CAMUS-compatible EDV vs LVedv", "mL"

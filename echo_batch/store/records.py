@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.1"  # 1.1: images.parquet qc_flags
+# 1.1: images.parquet qc_flags; 1.2: patients.parquet measure_config (what produced each row, so
+# that a resumed run never takes rows of other settings for its own)
+SCHEMA_VERSION = "1.2"
 
 UNITS = {
     "_ml": "mL",
@@ -108,6 +110,9 @@ class PatientRecord:
         qc_pass: False when a blocking quality flag is set.
         qc_flags: quality flags that were raised.
         model_id: bundle name and weight hash, or "gt".
+        measure_config: the settings that produced the row (model id, CAMUS grid), canonical
+            JSON with sorted keys (:func:`echo_batch.store.parts.measure_config`), stamped by the
+            store when the row is written; null in files of schema < 1.2 (unknown settings).
     """
 
     patient_id: str
@@ -136,6 +141,7 @@ class PatientRecord:
     qc_pass: bool = False
     qc_flags: list[str] = field(default_factory=list)
     model_id: str = ""
+    measure_config: str | None = None
 
 
 _ARROW_TYPES: dict[object, pa.DataType] = {
