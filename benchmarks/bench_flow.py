@@ -267,7 +267,8 @@ class PlainEngine:
 def plain_loop_images_per_s(data: Path) -> float:
     """Images/s of the plain fp32 loop doing the flow's work on ``data``, in this process."""
     from echo_batch.io.discovery import discover
-    from echo_batch.run.chunk import ChunkOptions, process_chunk
+    from echo_batch.run.chunk import process_chunk
+    from echo_batch.run.options import ChunkOptions
 
     refs = discover(data).patients
     engine = PlainEngine()

@@ -45,7 +45,7 @@ import bench_flow
 import perf_table
 import suite
 
-from echo_batch.store import atomic
+from echo_batch import atomic
 
 logger = logging.getLogger("scale_run")
 

@@ -51,7 +51,8 @@ def stage_budget(repeat: int = 3) -> dict[str, Any]:
     from echo_batch.io.discovery import discover
     from echo_batch.io.image import read_image
     from echo_batch.model.preprocess import to_grid
-    from echo_batch.run.chunk import ChunkOptions, get_engine, model_id_for, process_chunk
+    from echo_batch.run.chunk import get_engine, model_id_for, process_chunk
+    from echo_batch.run.options import ChunkOptions
 
     refs = discover(SAMPLE).patients
     options = ChunkOptions(threads=1)

@@ -49,7 +49,7 @@ import bench_engine
 import bench_flow
 import perf_table
 
-from echo_batch.store import atomic
+from echo_batch import atomic
 
 logger = logging.getLogger("suite")
 

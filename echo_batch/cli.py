@@ -5,14 +5,25 @@ Heavy imports (torch, SimpleITK, Prefect) happen inside the commands so that ``-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
+
+from echo_batch.domain import (
+    Device,
+    ImageFormat,
+    Precision,
+    SegmentationSource,
+    Split,
+    TrainPrecision,
+)
 
 app = typer.Typer(
     help="Batch LV ejection fraction for echocardiography cohorts in the CAMUS layout.",
@@ -97,8 +108,10 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    precision: Annotated[str, typer.Option(help="bf16 (autocast) or fp32.")] = "bf16",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        TrainPrecision, typer.Option(help="bf16 (autocast) or fp32.")
+    ] = TrainPrecision.BF16,
+    device: Annotated[Device, typer.Option(help="Where training runs.")] = Device.AUTO,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = True,
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -108,22 +121,22 @@ def train(
     from echo_batch.model.train import train as run_training
 
     _setup_logging(verbose)
-    if precision not in ("bf16", "fp32"):
-        raise typer.BadParameter("precision must be bf16 or fp32")
     config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision.value
     )
-    run_training(data, out, config, device_name=device, resume=resume, max_minutes=max_minutes)
+    run_training(
+        data, out, config, device_name=device.value, resume=resume, max_minutes=max_minutes
+    )
 
 
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort into.")],
-    patients: Annotated[int, typer.Option(help="Number of patients.")] = 20,
+    patients: Annotated[int, typer.Option(min=1, help="Number of patients.")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     fmt: Annotated[
-        str, typer.Option("--format", help="nifti (2023 layout) or mhd (2019).")
-    ] = "nifti",
+        ImageFormat, typer.Option("--format", help="nifti (2023 layout) or mhd (2019).")
+    ] = ImageFormat.NIFTI,
     max_side: Annotated[
         int | None, typer.Option(help="Draw every view on a max_side x max_side grid (scale runs).")
     ] = None,
@@ -133,11 +146,7 @@ def synth(
     from echo_batch.synth import synth_cohort
 
     _setup_logging(verbose)
-    if fmt not in ("nifti", "mhd"):
-        raise typer.BadParameter("--format must be nifti or mhd")
-    if patients < 1:
-        raise typer.BadParameter("--patients must be >= 1")
-    root = synth_cohort(out, patients, seed=seed, fmt=fmt, max_side=max_side)
+    root = synth_cohort(out, patients, seed=seed, fmt=fmt.value, max_side=max_side)
     typer.echo(f"wrote {patients} synthetic patients to {root} (truth in {root / 'truth.csv'})")
 
 
@@ -145,26 +154,25 @@ def synth(
 def evaluate(
     data: DataArg,
     model: Annotated[Path | None, typer.Option(help="Model bundle (default: bundled).")] = None,
-    split: Annotated[str, typer.Option(help="training, validation or testing.")] = "testing",
+    split: Annotated[Split, typer.Option(help="Split to evaluate on.")] = Split.TESTING,
     record: Annotated[
         bool, typer.Option(help="Write the metrics into the bundle metadata.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Segmentation metrics per instant and EF agreement of a bundle on one split."""
-    from echo_batch.domain import Split
     from echo_batch.model.bundle import DEFAULT_BUNDLE
     from echo_batch.model.evaluate import evaluate_bundle
 
     _setup_logging(verbose)
-    metrics = evaluate_bundle(model or DEFAULT_BUNDLE, data, Split(split), record=record)
+    metrics = evaluate_bundle(model or DEFAULT_BUNDLE, data, split, record=record)
     typer.echo(json.dumps(metrics, indent=2))
 
 
 @app.command()
 def report(
     out: Annotated[Path, typer.Argument(help="OUT folder of a finished run.")],
-    worst: Annotated[int, typer.Option(help="Patients in the worst-case gallery.")] = 6,
+    worst: Annotated[int, typer.Option(min=0, help="Patients in the worst-case gallery.")] = 6,
     data: Annotated[
         Path | None,
         typer.Option(help="DATA root of the images (default: the one recorded in run.json)."),
@@ -187,8 +195,6 @@ def report(
     if missing:
         typer.echo(f"error: {out}: no {' or '.join(missing)} (not the OUT of a run)", err=True)
         raise typer.Exit(2)
-    if worst < 0:
-        raise typer.BadParameter("--worst must be >= 0")
     index = write_report(out, worst=worst, data=data, recompute=recompute)
     typer.echo(f"report written to {index}")
 
@@ -199,24 +205,30 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="Output folder for the Parquet files.")],
     model: Annotated[Path | None, typer.Option(help="Model bundle (default: bundled).")] = None,
     segmentation: Annotated[
-        str, typer.Option(help="model: segment with the U-Net; gt: measure the expert masks.")
-    ] = "model",
+        SegmentationSource,
+        typer.Option(help="model: segment with the U-Net; gt: measure the expert masks."),
+    ] = SegmentationSource.MODEL,
     chunk_size: Annotated[
         int | None,
-        typer.Option(help="Patients per chunk (default: about 8 chunks per worker, 16-64)."),
+        typer.Option(min=1, help="Patients per chunk (default: about 8 chunks per worker, 16-64)."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
-    batch_size: Annotated[int | None, typer.Option(help="Images per forward pass.")] = None,
+    device: Annotated[Device, typer.Option(help="Where the network runs.")] = Device.AUTO,
+    precision: Annotated[
+        Precision, typer.Option(help="Arithmetic of the network.")
+    ] = Precision.AUTO,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per forward pass.")] = None,
     camus_grid_mm: Annotated[
         float | None,
-        typer.Option(help="Upsample LV masks to this pixel size (mm) for the CAMUS method."),
+        typer.Option(
+            min=0.01, help="Upsample LV masks to this pixel size (mm) for the CAMUS method."
+        ),
     ] = None,
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (long runs).")
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(help="Local Dask worker processes (default: one per core).")
+        int | None,
+        typer.Option(min=1, help="Local Dask worker processes (default: one per core)."),
     ] = None,
     dask_address: Annotated[
         str | None,
@@ -225,7 +237,11 @@ def run(
         ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Skip patients already ok in OUT; retry the others.")
+        bool,
+        typer.Option(
+            help="Skip patients already ok in OUT (same model and settings); --no-resume "
+            "recomputes all and keeps only this run's settings in OUT."
+        ),
     ] = True,
     save_masks: Annotated[
         bool, typer.Option(help="Write predicted label maps to OUT/masks.")
@@ -238,134 +254,96 @@ def run(
     """Measure every discovered patient and write patients.parquet, images.parquet, run.json.
 
     Runs the Prefect flow ``cohort-ef`` on Dask (an embedded Prefect API starts by itself; a local
-    Dask cluster unless --dask-address is given). --serial runs the same chunk function in-process.
+    Dask cluster unless --dask-address is given). --serial runs the same chunks in this process,
+    through the same output store (lock, resume, parts, compaction, masks).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from echo_batch.domain import SegmentationSource
     from echo_batch.errors import EchoBatchError
-    from echo_batch.io.discovery import discover as run_discovery
-    from echo_batch.run.chunk import ChunkOptions
-    from echo_batch.run.serial import AUTO_CHUNK_MIN, run_cohort
+    from echo_batch.run.cohort import preflight
+    from echo_batch.run.options import ChunkOptions, RunOptions
 
     _setup_logging(verbose)
-    try:
-        source = SegmentationSource(segmentation)
-    except ValueError:
-        raise typer.BadParameter("--segmentation must be model or gt") from None
-    options = ChunkOptions(
-        segmentation=source,
-        model=model,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        camus_grid_mm=camus_grid_mm,
-        compile=compile_model,
+    options = RunOptions(
+        data=data,
+        out=out,
+        chunk=ChunkOptions(
+            segmentation=segmentation,
+            model=model,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            camus_grid_mm=camus_grid_mm,
+            compile=compile_model,
+        ),
+        chunk_size=chunk_size,
+        workers=workers,
+        dask_address=dask_address,
+        resume=resume,
+        save_masks=save_masks,
     )
-    if not serial:
-        record = _run_flow(
-            data,
-            out,
-            model,
-            source,
-            chunk_size,
-            workers,
-            dask_address,
-            device,
-            resume,
-            save_masks,
-            precision,
-            batch_size,
-            camus_grid_mm,
-            compile_model,
-        )
-        typer.echo(render_run_summary(record))
-        return
     try:
-        manifest = run_discovery(data)
-        with Progress(
-            *Progress.get_default_columns()[:1],
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        ) as progress:
-            task = progress.add_task("patients", total=len(manifest.patients))
-            record = run_cohort(
-                data,
-                out,
-                options,
-                chunk_size=chunk_size or AUTO_CHUNK_MIN,
-                manifest=manifest,
-                on_chunk=lambda r: progress.advance(task, len(r.patients)),
-            )
+        # DATA, the model bundle (weights loaded) and OUT's settings, before anything starts
+        model_id = preflight(options)
+        with _progress_bar() as progress:
+            if serial:
+                from echo_batch.run.serial import run_cohort
+
+                record = run_cohort(options, model_id=model_id, progress=progress)
+            else:
+                record = _run_flow(options, progress)
     except EchoBatchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(render_run_summary(record))
-    from echo_batch.report import write_report_safely
+    if serial:
+        from echo_batch.report import write_report_safely
 
-    write_report_safely(out)  # the flow path writes it at the end of the flow
+        write_report_safely(out)  # the flow writes it at its end
 
 
-def _run_flow(
-    data: Path,
-    out: Path,
-    model: Path | None,
-    source,
-    chunk_size: int | None,
-    workers: int | None,
-    dask_address: str | None,
-    device: str,
-    resume: bool,
-    save_masks: bool,
-    precision: str,
-    batch_size: int | None,
-    camus_grid_mm: float | None,
-    compile_model: bool,
-) -> dict:
-    """Run the ``cohort-ef`` flow with a progress bar; exit 2 on unusable input."""
+class _RichProgress:
+    """A run's progress (:class:`echo_batch.run.cohort.Progress`) drawn as a rich progress bar."""
+
+    def __init__(self, bar) -> None:
+        self._bar = bar
+        self._task = bar.add_task("patients", total=None)
+
+    def start(self, total: int) -> None:
+        self._bar.update(self._task, total=total)
+
+    def advance(self, patients: int) -> None:
+        self._bar.advance(self._task, patients)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[_RichProgress]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    import flows.cohort_ef as cohort_flow
-    from echo_batch.errors import EchoBatchError
-    from echo_batch.io.discovery import validate_root
-
-    try:
-        validate_root(data)
-    except EchoBatchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    # the workers start on the free core while the embedded Prefect API starts
-    cohort_flow.prestart_cluster(dask_address, workers, source)
     with Progress(
         *Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as progress:
-        task = progress.add_task("patients", total=None)  # the flow sets it after discovery
-        cohort_flow.PROGRESS = lambda n: progress.advance(task, n)
-        cohort_flow.PROGRESS_TOTAL = lambda n: progress.update(task, total=n)
-        try:
-            return cohort_flow.cohort_ef(
-                data=str(data),
-                out=str(out),
-                model=str(model) if model else None,
-                segmentation=source.value,
-                chunk_size=chunk_size,
-                workers=workers,
-                dask_address=dask_address,
-                device=device,
-                resume=resume,
-                save_masks=save_masks,
-                precision=precision,
-                batch_size=batch_size,
-                camus_grid_mm=camus_grid_mm,
-                compile=compile_model,
-            )
-        except EchoBatchError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        finally:
-            cohort_flow.PROGRESS = cohort_flow.PROGRESS_TOTAL = None
-            cohort_flow.discard_prestarted()
+    ) as bar:
+        yield _RichProgress(bar)
+
+
+def _run_flow(options, progress: _RichProgress) -> dict:
+    """Run the ``cohort-ef`` flow on an embedded Prefect API; its cluster starts first."""
+    _quiet_embedded_prefect()
+    import flows.cohort_ef as cohort_flow
+    from echo_batch.run.cluster import discard_prestarted, prestart_cluster
+
+    # the workers start on the free core while the embedded Prefect API starts
+    prestart_cluster(options.dask_address, options.workers, options.chunk.segmentation)
+    try:
+        return cohort_flow.cohort_ef(options, progress=progress)
+    finally:
+        discard_prestarted()
+
+
+def _quiet_embedded_prefect() -> None:
+    """No analytics from the embedded Prefect API: offline it logged an ERROR on every run.
+
+    Set before Prefect is imported (its settings are read then); a user's own setting wins.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def render_run_summary(record: dict) -> str:

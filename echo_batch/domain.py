@@ -57,6 +57,37 @@ class SegmentationSource(StrEnum):
     GT = "gt"  # the expert ground-truth masks
 
 
+class Device(StrEnum):
+    """Where the network runs."""
+
+    AUTO = "auto"  # a CUDA GPU when one is visible, else the CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Precision(StrEnum):
+    """Arithmetic of the network's forward pass."""
+
+    AUTO = "auto"  # bf16 on CUDA and on bf16-capable CPUs, else fp16 (CUDA) or fp32
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class TrainPrecision(StrEnum):
+    """Arithmetic of training steps."""
+
+    BF16 = "bf16"  # autocast
+    FP32 = "fp32"
+
+
+class ImageFormat(StrEnum):
+    """File format a synthetic cohort is written in."""
+
+    NIFTI = "nifti"  # CAMUS 2023 layout
+    MHD = "mhd"  # CAMUS 2019 layout
+
+
 class Release(StrEnum):
     """CAMUS release a file layout follows."""
 

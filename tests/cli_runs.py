@@ -61,8 +61,13 @@ def cli_env(api_url: str | None = None, **extra: str) -> dict[str, str]:
         The parent's environment without Prefect settings, plus ``COLUMNS`` (Rich wraps log lines
         at 80 columns when stderr is not a terminal; a wide console keeps one line per message).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(COLUMNS="400", PYTHONUNBUFFERED="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    # the CLI itself turns the embedded API's analytics off: the tests see what a user sees
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PREFECT_API") and k != "PREFECT_SERVER_ANALYTICS_ENABLED"
+    }
+    env.update(COLUMNS="400", PYTHONUNBUFFERED="1")
     if api_url:
         env["PREFECT_API_URL"] = api_url
     env.update(extra)

@@ -167,3 +167,31 @@ def make_patient(
             cfg if cfg is not None else (CFG_2019 if ext == ".mhd" else CFG_2023),
         )
     return folder
+
+
+def record_file_events(monkeypatch, *, unlinks: bool = False) -> list[tuple[str, str]]:
+    """Record ``("fsync", path)``, ``("replace", target)`` (and ``("unlink", path)``) in order.
+
+    The calls still happen; the list tells in which order files and folders were flushed,
+    renamed and deleted (durability tests).
+    """
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_unlink = os.fsync, os.replace, Path.unlink
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        real_replace(src, dst)
+        events.append(("replace", os.fspath(dst)))
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        events.append(("unlink", os.fspath(self)))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    if unlinks:
+        monkeypatch.setattr(Path, "unlink", unlink)
+    return events

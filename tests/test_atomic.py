@@ -9,27 +9,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fixtures import record_file_events
 
-from echo_batch.store import atomic
+from echo_batch import atomic
 
 
 @pytest.fixture()
 def trace(monkeypatch) -> list[tuple[str, str]]:
     """``("fsync", path)`` and ``("replace", target)`` events, in order, as they happen."""
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src, dst) -> None:
-        real_replace(src, dst)
-        events.append(("replace", os.fspath(dst)))
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    return events
+    return record_file_events(monkeypatch)
 
 
 def _listing(folder: Path) -> list[str]:

@@ -117,11 +117,12 @@ def test_log_handler_is_rich_on_a_terminal_and_plain_otherwise():
 
 def test_run_with_unusable_root_exits_before_starting_anything(tmp_path, monkeypatch):
     """A wrong DATA path is reported at once: no Dask cluster, no Prefect API, exit status 2."""
+    import echo_batch.run.cluster as cluster
     import flows.cohort_ef as cohort_flow
 
     started = []
-    monkeypatch.setattr(cohort_flow, "prestart_cluster", lambda *a: started.append(a))
-    monkeypatch.setattr(cohort_flow, "cohort_ef", lambda **k: started.append(k))
+    monkeypatch.setattr(cluster, "prestart_cluster", lambda *a: started.append(a))
+    monkeypatch.setattr(cohort_flow, "cohort_ef", lambda *a, **k: started.append(k))
     result = runner.invoke(app, ["run", str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "DATA root is not a readable folder" in result.output
@@ -147,3 +148,14 @@ def test_dask_stays_quiet_after_it_is_imported():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert int(out.stdout.strip()) == logging.WARNING, out.stderr
+
+
+def test_embedded_prefect_analytics_off_unless_the_user_says_otherwise(monkeypatch):
+    from echo_batch.cli import _quiet_embedded_prefect
+
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    _quiet_embedded_prefect()
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+    _quiet_embedded_prefect()
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"

@@ -16,21 +16,6 @@ K8S_YAML = ROOT / "deployment" / "kubernetes" / "daskcluster.yaml"
 FLOW_FILE = ROOT / "flows" / "cohort_ef.py"
 ENTRYPOINT = "flows/cohort_ef.py:cohort_ef"
 
-# Parameters of the `cohort-ef` flow that deployments rely on: the `echo-batch run` options of
-# README.md ("Command line"), in snake case, as deployment/prefect.yaml passes them.
-FLOW_PARAMETERS = {
-    "data",
-    "out",
-    "model",
-    "segmentation",
-    "chunk_size",
-    "workers",
-    "dask_address",
-    "device",
-    "resume",
-    "save_masks",
-}
-
 CRON_FIELD = r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*"
 
 
@@ -76,11 +61,16 @@ def test_cron_schedule_is_valid_and_utc(deployment: dict) -> None:
     assert not _valid_cron("61 2 * * *")
 
 
-def test_parameters_are_flow_parameters_and_resume(deployment: dict) -> None:
+def test_parameters_build_the_run_options_and_resume(deployment: dict) -> None:
+    """The deployment's one parameter is a mapping the flow turns into its RunOptions."""
+    from echo_batch.run.options import RunOptions
+
     params = deployment["parameters"]
-    assert set(params) <= FLOW_PARAMETERS
-    assert {"data", "out"} <= set(params)
-    assert params["resume"] is True
+    assert set(params) == {"options"}
+    options = RunOptions(**params["options"])
+    assert options.resume is True
+    assert options.chunk.segmentation == "model"
+    assert str(options.data) and str(options.out)
 
 
 def test_pull_step_sets_working_directory(project: dict) -> None:

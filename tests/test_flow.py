@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from echo_batch.domain import SegmentationSource
 from echo_batch.io.image import read_image
-from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.serial import run_cohort
 from echo_batch.synth import synth_cohort
 
@@ -37,14 +38,24 @@ def cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def serial(cohort, tmp_path_factory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("serial")
-    run_cohort(cohort, out, ChunkOptions(segmentation=SegmentationSource.GT), chunk_size=2)
+    run_cohort(
+        RunOptions(cohort, out, ChunkOptions(segmentation=SegmentationSource.GT), chunk_size=2)
+    )
     return pd.read_parquet(out / "patients.parquet"), pd.read_parquet(out / "images.parquet")
 
 
-def _flow(**kwargs):
+_CHUNK_FIELDS = {f.name for f in dataclasses.fields(ChunkOptions)}
+
+
+def _flow(progress=None, **kwargs):
+    """Run the flow with ``RunOptions`` built from flat keywords (gt, 2 patients per chunk)."""
     from flows.cohort_ef import cohort_ef
 
-    return cohort_ef(**{"segmentation": "gt", "chunk_size": 2, **kwargs})
+    chunk = {"segmentation": "gt", **{k: kwargs.pop(k) for k in list(kwargs) if k in _CHUNK_FIELDS}}
+    if chunk.get("model") is not None:
+        chunk["model"] = Path(chunk["model"])
+    options = RunOptions(**{"chunk": ChunkOptions(**chunk), "chunk_size": 2, **kwargs})
+    return cohort_ef(options, progress=progress)
 
 
 def _assert_same(out: Path, serial) -> None:
@@ -212,12 +223,12 @@ def test_failed_flow_closes_its_cluster_in_process(cohort, tmp_path):
 
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
-    with pytest.raises(Exception, match="no-such-bundle"):
+    with pytest.raises(RuntimeError, match="no Dask worker advertises a GPU"):
         _flow(
             data=str(cohort),
             out=str(tmp_path / "out"),
             segmentation="model",
-            model=str(tmp_path / "no-such-bundle"),
+            device="cuda",  # fails after the cluster started: no worker advertises a GPU
             workers=2,
         )
     deadline = time.monotonic() + 15
@@ -246,7 +257,7 @@ def test_local_scheduler_does_not_keep_the_chunks_it_sent():
     import gc
 
     from echo_batch.domain import PatientRef, Release
-    from flows.cohort_ef import LOCAL_LOW_LEVEL_LOG_LENGTH, _close, dask_client
+    from echo_batch.run.cluster import LOCAL_LOW_LEVEL_LOG_LENGTH, close_cluster, dask_client
 
     chunks = 3 * LOCAL_LOW_LEVEL_LOG_LENGTH
 
@@ -268,7 +279,7 @@ def test_local_scheduler_does_not_keep_the_chunks_it_sent():
             del refs
         kept = live_refs() - before
     finally:
-        _close(client, cluster)
+        close_cluster(client, cluster)
     assert kept <= 4 * (LOCAL_LOW_LEVEL_LOG_LENGTH + 2), kept
 
 
@@ -296,7 +307,7 @@ def test_prestarted_cluster_is_the_one_the_run_uses(cohort, serial, tmp_path, mo
     """``echo-batch run`` starts the cluster before the flow: the run takes it, starts none."""
     import psutil
 
-    import flows.cohort_ef as cohort_flow
+    import echo_batch.run.cluster as cohort_flow
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     started = []
@@ -320,7 +331,7 @@ def test_prestarted_cluster_no_run_takes_is_closed(cohort, tmp_path):
     """A run with other settings starts its own cluster; the unused one is closed on discard."""
     import psutil
 
-    import flows.cohort_ef as cohort_flow
+    import echo_batch.run.cluster as cohort_flow
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     cohort_flow.prestart_cluster(None, 1, SegmentationSource.GT)
@@ -331,3 +342,37 @@ def test_prestarted_cluster_no_run_takes_is_closed(cohort, tmp_path):
         cohort_flow.discard_prestarted()
     assert cohort_flow._PRESTARTED == {}
     assert _new_children(before) == []
+
+
+def test_a_slow_chunk_times_out_alone_and_the_others_finish(cohort, tmp_path, monkeypatch):
+    """The time limit applies to each chunk, not to the whole run (one hung chunk in 600 once
+    held a run for 600 times the limit)."""
+    from distributed import LocalCluster
+
+    import flows.cohort_ef as cohort_flow
+    from echo_batch.io.discovery import discover
+
+    slow = discover(cohort).patients[2].patient_id
+    real = cohort_flow.process_chunk
+
+    def sometimes_slow(refs, options, model_id=None):
+        if refs[0].patient_id == slow:
+            time.sleep(8)  # far past its deadline (1 s x 2 chunks in flight per thread)
+        return real(refs, options, model_id)
+
+    monkeypatch.setattr(cohort_flow, "process_chunk", sometimes_slow)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        record = _flow(
+            data=cohort,
+            out=tmp_path,
+            dask_address=cluster.scheduler_address,
+            chunk_size=1,
+            chunk_timeout_s=1.0,
+        )
+    patients = pd.read_parquet(tmp_path / "patients.parquet").set_index("patient_id")
+    assert record["summary"]["status"] == {"ok": 4, "failed": 1}
+    assert patients.loc[slow, "status"] == "failed"
+    assert "timed out" in patients.loc[slow, "error"]
+    assert (patients.drop(index=slow).status == "ok").all()

@@ -11,7 +11,8 @@ import pytest
 
 from echo_batch.domain import SegmentationSource, Status
 from echo_batch.io.discovery import discover
-from echo_batch.run.chunk import ChunkOptions, process_chunk
+from echo_batch.run.chunk import process_chunk
+from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.serial import run_cohort
 
 GT = ChunkOptions(segmentation=SegmentationSource.GT)
@@ -35,7 +36,7 @@ def _copy_patients(sample_root: Path, dest: Path, n: int) -> list[str]:
 @pytest.fixture(scope="module")
 def gt_run(sample_root, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     out = tmp_path_factory.mktemp("gt-run")
-    record = run_cohort(sample_root, out, GT, chunk_size=8)
+    record = run_cohort(RunOptions(sample_root, out, GT, chunk_size=8))
     return (
         pd.read_parquet(out / "patients.parquet"),
         pd.read_parquet(out / "images.parquet"),

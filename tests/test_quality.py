@@ -232,7 +232,8 @@ def test_every_flag_has_a_threshold_row():
 def test_pipeline_writes_image_and_patient_flags(tmp_path):
     from echo_batch.domain import SegmentationSource
     from echo_batch.io.discovery import discover
-    from echo_batch.run.chunk import ChunkOptions, process_chunk
+    from echo_batch.run.chunk import process_chunk
+    from echo_batch.run.options import ChunkOptions
 
     make_patient(tmp_path, "patient0001")  # tiny 12 x 10 pixel heart: implausibly small LV
     refs = discover(tmp_path).patients

@@ -30,7 +30,7 @@ from corpus import (
 )
 
 from echo_batch.domain import SegmentationSource
-from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.serial import run_cohort
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 def clean(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, ...]:
     """The good patients alone, run serially in this process (flow == serial: test_flow.py)."""
     out = tmp_path_factory.mktemp("clean-out")
-    run_cohort(corpus.clean, out, ChunkOptions(segmentation=SegmentationSource.GT))
+    run_cohort(RunOptions(corpus.clean, out, ChunkOptions(segmentation=SegmentationSource.GT)))
     return _read(out / "patients.parquet"), _read(out / "images.parquet")
 
 
@@ -97,6 +97,12 @@ def test_run_exits_0_with_every_discovered_patient_exactly_once(bad_run, patient
     assert set(patients.status) <= {"ok", "partial", "failed"}
     images = pd.read_parquet(out / "images.parquet")
     assert images.groupby(["patient_id", "view", "instant"]).size().max() == 1
+
+
+def test_embedded_prefect_api_sends_no_telemetry(bad_run):
+    """Offline, the embedded API's analytics logged an ERROR line on every run."""
+    result, _ = bad_run
+    assert "telemetry" not in result.stderr.lower()
 
 
 def test_good_patients_are_identical_to_a_clean_run(bad_run, patients, clean, corpus):

@@ -129,14 +129,14 @@ def model_out(tmp_path_factory) -> Path:
     if not (SAMPLE / "database_nifti").is_dir():
         pytest.skip(f"bundled sample not found: {SAMPLE}")
     from echo_batch.io.discovery import discover
-    from echo_batch.run.chunk import ChunkOptions
+    from echo_batch.run.options import ChunkOptions, RunOptions
     from echo_batch.run.serial import run_cohort
 
     manifest = discover(SAMPLE)
     manifest = dataclasses.replace(manifest, patients=manifest.patients[:6])
     out = tmp_path_factory.mktemp("run")
-    options = ChunkOptions(device="cpu", save_masks_to=out / "masks")
-    run_cohort(SAMPLE, out, options, manifest=manifest)
+    options = RunOptions(SAMPLE, out, ChunkOptions(device="cpu"), save_masks=True)
+    run_cohort(options, manifest=manifest)
     return out
 
 

@@ -51,13 +51,15 @@ def report_index(tmp_path_factory) -> Path:
     from echo_batch.domain import SegmentationSource
     from echo_batch.io.discovery import discover
     from echo_batch.report import write_report
-    from echo_batch.run.chunk import ChunkOptions
+    from echo_batch.run.options import ChunkOptions, RunOptions
     from echo_batch.run.serial import run_cohort
 
     manifest = discover(SAMPLE)
     manifest = dataclasses.replace(manifest, patients=manifest.patients[:4])
     out = tmp_path_factory.mktemp("run")
-    run_cohort(SAMPLE, out, ChunkOptions(segmentation=SegmentationSource.GT), manifest=manifest)
+    run_cohort(
+        RunOptions(SAMPLE, out, ChunkOptions(segmentation=SegmentationSource.GT)), manifest=manifest
+    )
     return write_report(out, worst=3)
 
 

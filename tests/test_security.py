@@ -37,7 +37,8 @@ from echo_batch.io.limits import InputLimits
 from echo_batch.model.bundle import METADATA_FILE, WEIGHTS_FILE, load_bundle, save_bundle
 from echo_batch.model.inference import Segmentation
 from echo_batch.model.unet import UNet, UNetConfig
-from echo_batch.run.chunk import ChunkOptions, process_chunk
+from echo_batch.run.chunk import process_chunk
+from echo_batch.run.options import ChunkOptions
 from echo_batch.store.files import LOCK_FILE, write_run_record
 from echo_batch.store.parts import OutputStore
 
@@ -204,10 +205,10 @@ for cls in (SimpleITK.ImageFileReader, SimpleITK.ImageFileWriter):
     cls.SetFileName = set_file_name
 
 from echo_batch.domain import SegmentationSource
-from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.serial import run_cohort
 
-run_cohort(Path(data), Path(out), ChunkOptions(segmentation=SegmentationSource.GT))
+run_cohort(RunOptions(Path(data), Path(out), ChunkOptions(segmentation=SegmentationSource.GT)))
 Path(log).write_text(json.dumps(events))
 """
 
@@ -377,6 +378,13 @@ class _LabelsEngine:
         return [Segmentation(labels=lv_la_labels(*image.shape), confidence=0.9) for image in images]
 
 
+def _errors(record) -> str:
+    """The record's error text ('' when none). The fixture's 12 x 10 LV is too small for the
+    CAMUS-compatible method (its volumes round to 0 mL), which the error says; the mask tests
+    look only at what concerns the masks."""
+    return record.error or ""
+
+
 def _masks_run(tmp_path: Path, plant) -> tuple[dict, Path]:
     """Model run of two patients with ``--save-masks`` after ``plant(masks)``; records by id."""
     for pid in ("patient0001", "patient0002"):
@@ -410,7 +418,7 @@ def test_masks_never_written_through_a_linked_folder(tmp_path, linked):
             assert f"{pid}: masks not saved: {link}: " in record.error
             assert "symbolic link" in record.error
         else:
-            assert record.status == Status.OK.value
+            assert "masks not saved" not in _errors(record)
             written = sorted(p.name for p in (masks / pid).iterdir())
             assert len(written) == 4 and not (masks / pid).is_symlink()
 
@@ -429,5 +437,5 @@ def test_mask_file_name_planted_as_a_link_is_replaced_not_followed(tmp_path):
     assert not target.is_symlink() and np.array_equal(
         read_image(target, labels=True).array, lv_la_labels()
     )
-    assert {r.status for r in records.values()} == {Status.OK.value}
+    assert all("masks not saved" not in _errors(r) for r in records.values())
     assert [p.name for p in (masks / "patient0001").iterdir() if p.name.startswith(".")] == []

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from fixtures import record_file_events
 
 from echo_batch.errors import EchoBatchError
-from echo_batch.run.chunk import ChunkResult
 from echo_batch.store.files import (
     IMAGES_FILE,
     LOCK_FILE,
@@ -27,7 +27,7 @@ from echo_batch.store.files import (
 )
 from echo_batch.store.lock import OutputLockedError
 from echo_batch.store.parts import OutputStore, new_run_id, parse_part_name
-from echo_batch.store.records import SCHEMA_VERSION, ImageRecord, PatientRecord
+from echo_batch.store.records import SCHEMA_VERSION, ChunkResult, ImageRecord, PatientRecord
 from echo_batch.store.tables import compaction_order
 
 VIEWS_INSTANTS = [("2CH", "ED"), ("2CH", "ES"), ("4CH", "ED"), ("4CH", "ES")]
@@ -368,25 +368,7 @@ def test_done_patient_ids_follow_the_latest_status(tmp_path):
 
 def _record_fsyncs_and_unlinks(monkeypatch) -> list[tuple[str, str]]:
     """``("fsync", path)``, ``("replace", target)`` and ``("unlink", path)`` events, in order."""
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace, real_unlink = os.fsync, os.replace, Path.unlink
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src, dst) -> None:
-        real_replace(src, dst)
-        events.append(("replace", os.fspath(dst)))
-
-    def unlink(self: Path, missing_ok: bool = False) -> None:
-        events.append(("unlink", os.fspath(self)))
-        real_unlink(self, missing_ok=missing_ok)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(Path, "unlink", unlink)
-    return events
+    return record_file_events(monkeypatch, unlinks=True)
 
 
 def test_parts_are_flushed_images_first(tmp_path, monkeypatch):

@@ -14,10 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from echo_batch.errors import EchoBatchError
-from echo_batch.run.chunk import ChunkResult
 from echo_batch.store.files import IMAGES_FILE, PATIENTS_FILE, write_results
 from echo_batch.store.parts import ConfigMismatchError, OutputStore, measure_config
-from echo_batch.store.records import ImageRecord, PatientRecord
+from echo_batch.store.records import ChunkResult, ImageRecord, PatientRecord
 
 GT = measure_config("gt", None)
 MODEL = measure_config("camus224-unet@0123456789ab", None)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from echo_batch.domain import SegmentationSource
-from echo_batch.run.chunk import ChunkOptions
+from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.serial import run_cohort
 from echo_batch.synth import synth_cohort
 from echo_batch.synth.truth import compare_to_truth
@@ -15,7 +15,7 @@ from echo_batch.synth.truth import compare_to_truth
 @pytest.mark.parametrize(("fmt", "n"), [("mhd", 4), ("nifti", 2)])
 def test_gt_run_recovers_true_volumes_and_ef(tmp_path, fmt, n):
     root = synth_cohort(tmp_path / "cohort", n, seed=11, fmt=fmt)
-    run_cohort(root, tmp_path / "out", ChunkOptions(segmentation=SegmentationSource.GT))
+    run_cohort(RunOptions(root, tmp_path / "out", ChunkOptions(segmentation=SegmentationSource.GT)))
     patients = pd.read_parquet(tmp_path / "out" / "patients.parquet")
     truth = pd.read_csv(root / "truth.csv")
     assert (patients.status == "ok").all()

@@ -9,14 +9,14 @@ Warning:
     package, but SimpleITK wants spacing as ``(x, y)`` = ``(col_mm, row_mm)``. The swap happens here
     and nowhere else; never pass a SimpleITK-ordered spacing to these functions.
 
-Every file is written atomically and durably (:mod:`echo_batch.store.atomic`): under a hidden
+Every file is written atomically and durably (:mod:`echo_batch.atomic`): under a hidden
 temporary name in the target's folder, flushed to disk, then renamed into place. For ``.mhd`` the
 ``.raw`` data file is moved into place first and the header, its ``ElementDataFile`` rewritten to
 the final relative ``.raw`` name, last, so a header never points to a missing or temporary data
 file. A crash leaves at most hidden ``.tmp-`` files or folders, never a half file.
 
 Nothing is written through a symbolic link planted in an output folder: SimpleITK writes into a
-fresh private folder (:func:`echo_batch.store.atomic.private_stage`: ``mkdtemp``, mode 0700, never
+fresh private folder (:func:`echo_batch.atomic.private_stage`: ``mkdtemp``, mode 0700, never
 an existing name or link), text files are created with ``O_EXCL | O_NOFOLLOW``, and a rename
 replaces a link at the final name instead of following it. :func:`real_folder` creates the folders
 below an output root one by one and refuses any that is a link.
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from echo_batch import atomic
 from echo_batch.errors import OutputError
-from echo_batch.store import atomic
 
 __all__ = ["real_folder", "write_cfg", "write_image", "write_text"]
 

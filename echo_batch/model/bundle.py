@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from echo_batch import atomic
 from echo_batch.errors import EchoBatchError
-from echo_batch.store import atomic
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not to read an id
     import torch
@@ -83,7 +83,7 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically and durably (:func:`echo_batch.store.atomic.write_text`)."""
+    """Write JSON atomically and durably (:func:`echo_batch.atomic.write_text`)."""
     atomic.write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
@@ -175,5 +175,53 @@ def load_bundle(directory: Path | str | None = None) -> Bundle:
     try:
         state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files
-        raise BundleError(f"{weights}: cannot load weights ({exc})") from None
+        raise BundleError(f"{weights}: cannot load weights: {_load_failure(exc)}") from None
     return Bundle(path=path, metadata=metadata, state_dict=state_dict)
+
+
+def _load_failure(exc: BaseException) -> str:
+    """One line saying why torch could not load the weights, without torch's advice.
+
+    A safe load (``weights_only=True``) refuses a file that pickles Python objects; torch's
+    message then suggests loading with ``weights_only=False``, which would run that file's code.
+    """
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return (
+            "not a plain state dict of tensors (it holds Python objects, which a safe load "
+            "refuses; re-export the bundle with save_bundle)"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
+def check_bundle(directory: Path | str | None = None) -> str:
+    """Load a bundle completely: metadata, sha256, weights, and the weights into the network.
+
+    Args:
+        directory: bundle directory; the default bundle when None.
+
+    Returns:
+        The bundle's model id.
+
+    Raises:
+        BundleError: one line naming the file and the reason, for any failure.
+    """
+    import torch
+
+    bundle = load_bundle(directory)
+    weights = bundle.path / WEIGHTS_FILE
+    state_dict = bundle.state_dict
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise BundleError(f"{weights}: not a state dict (a mapping of names to tensors)")
+    try:
+        bundle.build()
+    except Exception as exc:  # wrong architecture parameters, missing or extra keys
+        raise BundleError(
+            f"{weights}: weights do not fit the architecture in {METADATA_FILE}: "
+            f"{_load_failure(exc)}"
+        ) from None
+    return bundle.model_id

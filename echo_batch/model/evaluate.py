@@ -16,7 +16,8 @@ from echo_batch.domain import Instant, SegmentationSource, Split
 from echo_batch.io.discovery import discover
 from echo_batch.model.bundle import update_metadata
 from echo_batch.qc.agreement import ef_agreements
-from echo_batch.run.chunk import ChunkOptions, model_id_for
+from echo_batch.run.chunk import model_id_for
+from echo_batch.run.options import ChunkOptions
 from echo_batch.run.serial import process_serially
 from echo_batch.store.records import ImageRecord
 

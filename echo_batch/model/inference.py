@@ -17,13 +17,14 @@ import cv2
 import numpy as np
 import torch
 
+from echo_batch.domain import Precision
 from echo_batch.model.bundle import Bundle, load_bundle
 from echo_batch.model.preprocess import to_grid
 from echo_batch.model.unet import fold_batch_norm
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISIONS = tuple(p.value for p in Precision)
 
 
 @dataclass(frozen=True)

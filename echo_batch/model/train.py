@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from echo_batch import atomic
 from echo_batch.domain import Label, Split
 from echo_batch.io.discovery import discover
 from echo_batch.model.augment import AugmentConfig, augment_batch
@@ -26,7 +27,6 @@ from echo_batch.model.dataset import SegmentationSet, load_split
 from echo_batch.model.preprocess import INPUT_SIZE, NORMALISATION
 from echo_batch.model.unet import UNet, UNetConfig, count_parameters
 from echo_batch.qc.metrics import dice
-from echo_batch.store import atomic
 from echo_batch.version import code_version
 
 logger = logging.getLogger(__name__)

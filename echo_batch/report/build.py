@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from echo_batch import atomic
 from echo_batch.report import html, plots
 from echo_batch.report.gallery import GalleryCase, render_gallery
 from echo_batch.report.stats import (
@@ -25,7 +26,6 @@ from echo_batch.report.stats import (
     segmentation_table,
     worst_cases,
 )
-from echo_batch.store import atomic
 
 logger = logging.getLogger(__name__)
 

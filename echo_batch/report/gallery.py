@@ -81,7 +81,8 @@ def _saved_mask(out: Path, patient_id: str, key: ImageKey) -> np.ndarray | None:
 
 def _recompute(panels: list[_Panel], run: RunData) -> str:
     """Segment the panels with the run's bundle; returns the source note."""
-    from echo_batch.run.chunk import ChunkOptions, get_engine
+    from echo_batch.run.chunk import get_engine
+    from echo_batch.run.options import ChunkOptions
 
     config = run.run.get("config", {})
     model = config.get("model")

@@ -27,8 +27,9 @@ from echo_batch.domain import (
     View,
 )
 from echo_batch.errors import EchoBatchError, InputError, OutputError
-from echo_batch.io.image import EchoImage, parse_cfg, read_image
-from echo_batch.measure.camus_method import CamusResult, camus_biplane
+from echo_batch.io.cfg import parse_cfg
+from echo_batch.io.image import EchoImage, read_image
+from echo_batch.measure.camus_method import CamusFailure, CamusResult, camus_biplane
 from echo_batch.measure.landmarks import (
     GeometryFailure,
     ViewGeometry,
@@ -38,54 +39,14 @@ from echo_batch.measure.landmarks import (
 from echo_batch.measure.patient import patient_volumes, single_plane_ml
 from echo_batch.measure.volumes import area_length_ml
 from echo_batch.qc.flags import is_blocking, patient_flags
-from echo_batch.qc.metrics import contour_distances_mm, dice
-from echo_batch.store.records import ImageRecord, PatientRecord
+from echo_batch.qc.metrics import contour_distances_mm, dice_by_label
+from echo_batch.run.options import ChunkOptions
+from echo_batch.store.records import ChunkResult, ImageRecord, PatientRecord
 
 logger = logging.getLogger(__name__)
 
 GT_MODEL_ID = "gt"
 PATIENTS_PER_PASS = 16  # patients held in memory at once inside a chunk (CPU)
-
-
-@dataclass(frozen=True)
-class ChunkOptions:
-    """How a chunk is processed.
-
-    Attributes:
-        segmentation: measure the model's masks or the ground truth.
-        model: bundle directory (None: the default bundle).
-        device: "auto", "cpu" or "cuda".
-        precision: "auto", "bf16", "fp16" or "fp32".
-        batch_size: images per forward pass (None: device default).
-        threads: torch threads per process (None: torch default).
-        save_masks_to: when set, each predicted label map is written to
-            ``<save_masks_to>/<patient>/<patient>_<VIEW>_<INSTANT>_pred.nii.gz`` with the input's
-            spacing and origin (model segmentation only); never through a symbolic link (the
-            patient's masks are then skipped and its record carries the error).
-        compile: compile the model (``torch.compile``; pays off on long runs).
-        camus_grid_mm: when set (e.g. 0.308), the CAMUS-compatible method first upsamples each LV
-            mask to pixels of this size, the grid its pixel constants assume (slower, closer to the
-            CAMUS reference on down-sampled images such as CAMUS-224).
-    """
-
-    segmentation: SegmentationSource = SegmentationSource.MODEL
-    model: Path | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int | None = None
-    threads: int | None = None
-    compile: bool = False
-    save_masks_to: Path | None = None
-    camus_grid_mm: float | None = None
-
-
-@dataclass
-class ChunkResult:
-    """Records of one chunk and the seconds spent per stage."""
-
-    patients: list[PatientRecord] = field(default_factory=list)
-    images: list[ImageRecord] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,6 +137,13 @@ def _load_patient(ref: PatientRef, need_gt: bool) -> _PatientWork:
         except InputError as exc:
             item.error = str(exc)
             item.image = item.gt = None
+        except Exception as exc:  # a reader defect must not take the other images down
+            logger.exception("%s: reading %s failed", ref.patient_id, key)
+            item.error = (
+                f"{ref.patient_id} {key}: cannot read {files.gt if item.image else files.image}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            item.image = item.gt = None
     return work
 
 
@@ -212,11 +180,7 @@ def _image_record(
         "confidence": item.confidence,
     }
     if item.gt is not None and source == SegmentationSource.MODEL.value:
-        fields.update(
-            dice_lv=dice(item.mask, item.gt.array, Label.LV),
-            dice_myo=dice(item.mask, item.gt.array, Label.MYO),
-            dice_la=dice(item.mask, item.gt.array, Label.LA),
-        )
+        fields.update(dice_by_label(item.mask, item.gt.array))
         distances = contour_distances_mm(item.mask == Label.LV, item.gt.array == Label.LV, spacing)
         if distances is not None:
             fields.update(hd_lv_mm=distances[0], hd95_lv_mm=distances[1], mad_lv_mm=distances[2])
@@ -242,13 +206,10 @@ def _camus_ef(
     masks: dict[ImageKey, np.ndarray],
     spacings: dict[ImageKey, tuple[float, float]],
     grid_mm: float | None,
-) -> CamusResult | None:
-    """CAMUS-compatible biplane on the largest LV component of each mask (None if impossible)."""
-    if len(masks) < len(IMAGE_KEYS):
-        return None
+) -> CamusResult | CamusFailure:
+    """CAMUS-compatible biplane on the largest LV component of each mask, or why it failed."""
     cleaned = {k: clean_lv(m) for k, m in masks.items()}
-    result = camus_biplane(cleaned, spacings, native_spacing_mm=grid_mm)
-    return result if isinstance(result, CamusResult) else None
+    return camus_biplane(cleaned, spacings, native_spacing_mm=grid_mm)
 
 
 def clean_lv(labels: np.ndarray) -> np.ndarray:
@@ -320,12 +281,17 @@ def _patient_record(
         errors.append(f"{ref.patient_id}: missing images {', '.join(missing)}")
     volumes = patient_volumes(geometries)
     gt_volumes = patient_volumes(gt_geometries) if gt_geometries else None
-    camus = _camus_ef(masks, spacings, options.camus_grid_mm)
-    camus_gt = (
-        camus
-        if options.segmentation == SegmentationSource.GT
-        else _camus_ef(gt_masks, spacings, options.camus_grid_mm)
-    )
+    camus_or_failure = _camus_ef(masks, spacings, options.camus_grid_mm)
+    camus = camus_or_failure if isinstance(camus_or_failure, CamusResult) else None
+    if camus is None:
+        errors.append(f"{ref.patient_id}: no CAMUS-compatible EF: {camus_or_failure.reason}")
+    if options.segmentation == SegmentationSource.GT:
+        camus_gt = camus
+    elif len(gt_masks) == len(IMAGE_KEYS):
+        found = _camus_ef(gt_masks, spacings, options.camus_grid_mm)
+        camus_gt = found if isinstance(found, CamusResult) else None
+    else:
+        camus_gt = None  # no (complete) ground truth: nothing to compare with, not an error
     cfg, cfg_error = _read_cfg(ref)
     if cfg_error:
         errors.append(cfg_error)

@@ -4,7 +4,7 @@ Layout of ``OUT``: ``patients.parquet`` and ``images.parquet`` (the results), ``
 ran, with which options, how long), ``parts/`` (one Parquet pair per finished chunk until a run
 compacts them, :mod:`echo_batch.store.parts`) and the run lock (:mod:`echo_batch.store.lock`).
 
-Every file is replaced atomically and durably (:mod:`echo_batch.store.atomic`). The schema version
+Every file is replaced atomically and durably (:mod:`echo_batch.atomic`). The schema version
 and the units are in the key-value metadata of every Parquet file.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from echo_batch import atomic
 from echo_batch.errors import EchoBatchError
-from echo_batch.store import atomic
 from echo_batch.store.records import SCHEMA_VERSION, UNITS, ImageRecord, PatientRecord, to_table
 
 PATIENTS_FILE = "patients.parquet"
@@ -40,7 +40,7 @@ def parquet_writer(table: pa.Table, extra_metadata: dict[str, str]) -> atomic.Wr
         extra_metadata: stored as ``echo_batch.<key>`` in the file's key-value metadata.
 
     Returns:
-        A writer for :func:`echo_batch.store.atomic.write_file`.
+        A writer for :func:`echo_batch.atomic.write_file`.
     """
     metadata = dict(table.schema.metadata or {})
     metadata.update(

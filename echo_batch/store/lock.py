@@ -29,8 +29,8 @@ from typing import Any
 
 import filelock
 
+from echo_batch import atomic
 from echo_batch.errors import EchoBatchError
-from echo_batch.store import atomic
 from echo_batch.store.files import LOCK_FILE, LOCK_HOLDER_FILE
 
 logger = logging.getLogger(__name__)

@@ -23,15 +23,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from echo_batch import atomic
 from echo_batch.domain import Status
 from echo_batch.errors import EchoBatchError
-from echo_batch.store import atomic
 from echo_batch.store.files import (
     IMAGES_FILE,
     IMAGES_PART_SUFFIX,
@@ -42,7 +42,13 @@ from echo_batch.store.files import (
 )
 from echo_batch.store.lock import OutputLock
 from echo_batch.store.provenance import ConfigMismatchError, config_mismatch_message, measure_config
-from echo_batch.store.records import ImageRecord, PatientRecord, arrow_schema, to_table
+from echo_batch.store.records import (
+    ChunkResult,
+    ImageRecord,
+    PatientRecord,
+    arrow_schema,
+    to_table,
+)
 from echo_batch.store.tables import (
     compaction_order,
     concat,
@@ -50,9 +56,6 @@ from echo_batch.store.tables import (
     ordered_patients,
     read_conformed,
 )
-
-if TYPE_CHECKING:
-    from echo_batch.run.chunk import ChunkResult
 
 __all__ = [
     "ConfigMismatchError",

@@ -183,3 +183,19 @@ def to_table(records: typing.Sequence[object], record_type: type) -> pa.Table:
     names = [f.name for f in dataclasses.fields(record_type)]
     columns = {name: [getattr(r, name) for r in records] for name in names}
     return pa.Table.from_pydict(columns, schema=arrow_schema(record_type))
+
+
+@dataclass
+class ChunkResult:
+    """Records of one chunk of patients, as the chunk function returns them and the store writes
+    them, and the seconds the chunk spent per stage (load, segment, measure).
+
+    Attributes:
+        patients: one record per patient of the chunk, in input order.
+        images: one record per image attempted.
+        seconds: wall seconds per stage.
+    """
+
+    patients: list[PatientRecord] = field(default_factory=list)
+    images: list[ImageRecord] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from echo_batch.run.serial import balanced_chunk_size, chunked
+from echo_batch.run.chunking import balanced_chunk_size, chunked
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_balanced_chunk_size_rejects_nonsense() -> None:
     ],
 )
 def test_auto_chunk_size(n: int, workers: int, expected: int) -> None:
-    from echo_batch.run.serial import auto_chunk_size
+    from echo_batch.run.chunking import auto_chunk_size
 
     assert auto_chunk_size(n, workers) == expected
 
