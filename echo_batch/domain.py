@@ -88,6 +88,35 @@ class ImageFormat(StrEnum):
     MHD = "mhd"  # CAMUS 2019 layout
 
 
+class FramesMode(StrEnum):
+    """Which frames of a patient are measured (``--frames``)."""
+
+    AUTO = "auto"  # the annotated ED/ES where the input has them, detected from the loop otherwise
+    ANNOTATED = "annotated"  # only annotated frames (stills, or cfg frame indices into a loop)
+    DETECTED = "detected"  # detected from the loops, the annotated frames recorded beside
+
+
+class FramesSource(StrEnum):
+    """Where the ED and ES frames of a patient's results came from."""
+
+    ANNOTATED = "annotated"
+    DETECTED = "detected"
+
+
+class InputFormat(StrEnum):
+    """Format of a patient's input files."""
+
+    CAMUS2019 = "camus2019"
+    CAMUS2023 = "camus2023"
+
+
+class SpacingSource(StrEnum):
+    """Where a clip's pixel spacing came from (``none``: volumes are null, EF is still measured)."""
+
+    HEADER = "header"  # the image header (NIfTI, MetaImage)
+    NONE = "none"
+
+
 class Release(StrEnum):
     """CAMUS release a file layout follows."""
 

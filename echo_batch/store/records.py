@@ -13,14 +13,18 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 # 1.1: images.parquet qc_flags; 1.2: patients.parquet measure_config (what produced each row, so
-# that a resumed run never takes rows of other settings for its own)
-SCHEMA_VERSION = "1.2"
+# that a resumed run never takes rows of other settings for its own); 1.3: cine loops
+# (frames.parquet, the frames and beats columns of patients.parquet, images.parquet frame)
+SCHEMA_VERSION = "1.3"
 
 UNITS = {
     "_ml": "mL",
     "_mm2": "mm^2",
     "_mm": "mm",
     "_pct": "percent",
+    "_ms": "ms",
+    "_bpm": "beats/min",
+    "_px": "pixels",
 }
 
 
@@ -53,6 +57,7 @@ class ImageRecord:
         qc_flags: quality flags of this image (:mod:`echo_batch.qc.flags`); they also appear in
             the patient's ``qc_flags``. Nullable, so that files of schema 1.0 (without it)
             still resume.
+        frame: 0-based frame of the loop this ED or ES image was taken from (null for a still).
     """
 
     patient_id: str
@@ -77,6 +82,7 @@ class ImageRecord:
     mad_lv_mm: float | None = None
     confidence: float | None = None
     qc_flags: list[str] | None = field(default_factory=list)
+    frame: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,23 @@ class PatientRecord:
         measure_config: the settings that produced the row (model id, CAMUS grid), canonical
             JSON with sorted keys (:func:`echo_batch.store.parts.measure_config`), stamped by the
             store when the row is written; null in files of schema < 1.2 (unknown settings).
+        input_format: format of the patient's files ("camus2019", "camus2023").
+        spacing_source: where the pixel spacing came from ("header", or "none": volumes null).
+        frames_source: "annotated" (stills or cfg frame indices) or "detected" (from the loops).
+        ed_frame_2ch: 0-based ED frame of the 2CH loop that the results use (null for stills).
+        es_frame_2ch: 0-based ES frame of the 2CH loop.
+        ed_frame_4ch: 0-based ED frame of the 4CH loop.
+        es_frame_4ch: 0-based ES frame of the 4CH loop.
+        ed_frame_2ch_annotated: with ``--frames detected`` on annotated input, the annotated
+            0-based ED frame of the 2CH loop (cfg), for the agreement with the detected one.
+        es_frame_2ch_annotated: likewise, ES of 2CH.
+        ed_frame_4ch_annotated: likewise, ED of 4CH.
+        es_frame_4ch_annotated: likewise, ES of 4CH.
+        ef_annotated_pct: with ``--frames detected`` on annotated input, the biplane EF measured
+            on the annotated frames (the stills where present).
+        n_beats: beats behind the EF (pairs of 2CH and 4CH beats, or the beats of one view).
+        ef_beats_sd_pct: standard deviation of the per-beat EF (null for fewer than 2 beats).
+        heart_rate_bpm: from the ED-to-ED intervals when the frame time is known.
     """
 
     patient_id: str
@@ -142,6 +165,62 @@ class PatientRecord:
     qc_flags: list[str] = field(default_factory=list)
     model_id: str = ""
     measure_config: str | None = None
+    input_format: str | None = None
+    spacing_source: str | None = None
+    frames_source: str | None = None
+    ed_frame_2ch: int | None = None
+    es_frame_2ch: int | None = None
+    ed_frame_4ch: int | None = None
+    es_frame_4ch: int | None = None
+    ed_frame_2ch_annotated: int | None = None
+    es_frame_2ch_annotated: int | None = None
+    ed_frame_4ch_annotated: int | None = None
+    es_frame_4ch_annotated: int | None = None
+    ef_annotated_pct: float | None = None
+    n_beats: int | None = None
+    ef_beats_sd_pct: float | None = None
+    heart_rate_bpm: float | None = None
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One row of ``frames.parquet``: one segmented frame of a loop.
+
+    Attributes:
+        patient_id: patient folder name.
+        view: "2CH" or "4CH".
+        frame: 0-based frame index in the loop file.
+        time_ms: time of the frame from the loop's start (null without a frame time).
+        lv_area_px: LV cavity area, pixels (the largest LV component, holes filled).
+        lv_area_mm2: LV cavity area (null without spacing).
+        lv_length_mm: LV long axis, base midpoint to apex (null without spacing).
+        volume_single_ml: single-plane Simpson volume (null without spacing).
+        volume_rel: single-plane volume divided by the largest volume of the loop (defined
+            without spacing too).
+        confidence: mean max-probability of the model inside the predicted heart (null for gt).
+        beat: 0-based beat the frame belongs to (from its ED to the next ED), null outside beats.
+        is_ed: the frame is the ED of its beat.
+        is_es: the frame is the ES of its beat.
+        qc_rejected: the frame's LV could not be measured or failed a blocking QC check, so it
+            was never taken as ED or ES.
+        error: why the frame's LV could not be measured, or None.
+    """
+
+    patient_id: str
+    view: str
+    frame: int
+    time_ms: float | None = None
+    lv_area_px: float | None = None
+    lv_area_mm2: float | None = None
+    lv_length_mm: float | None = None
+    volume_single_ml: float | None = None
+    volume_rel: float | None = None
+    confidence: float | None = None
+    beat: int | None = None
+    is_ed: bool = False
+    is_es: bool = False
+    qc_rejected: bool = False
+    error: str | None = None
 
 
 _ARROW_TYPES: dict[object, pa.DataType] = {
@@ -193,9 +272,11 @@ class ChunkResult:
     Attributes:
         patients: one record per patient of the chunk, in input order.
         images: one record per image attempted.
+        frames: one record per segmented loop frame.
         seconds: wall seconds per stage.
     """
 
     patients: list[PatientRecord] = field(default_factory=list)
     images: list[ImageRecord] = field(default_factory=list)
+    frames: list[FrameRecord] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
