@@ -286,19 +286,19 @@ def earlier(cohort, tmp_path) -> Path:
 def test_full_disk_is_a_clear_error_and_earlier_results_stay(cohort, reference, earlier, api_url):
     out = earlier
     before = _digests(out)
-    env = cli_env(api_url, DISK_FULL_AFTER="2")  # the first chunk's two parts fit, then full
+    env = cli_env(api_url, DISK_FULL_AFTER="3")  # the first chunk's three parts fit, then full
     result = run_cli(_run_args(cohort, out, "--workers", "1"), env=env, prelude=DISK_FULL_AFTER)
     assert result.returncode == 2, result.stderr[-5000:]
     assert "error: cannot write to OUT" in result.stderr
     assert "No space left on device" in result.stderr
     assert "Traceback" not in result.stderr
     assert _digests(out, skip=PARTS_DIR) == before  # earlier results untouched
-    # chunks are recorded concurrently (Prefect's thread pool): which two files fit depends on
+    # chunks are recorded concurrently (Prefect's thread pool): which three files fit depends on
     # the order of the writes; whatever fits is a complete, readable file
     parts = sorted(p.name for p in (out / PARTS_DIR).iterdir())
-    assert len(parts) == 2 and all(pq.read_table(out / PARTS_DIR / p) for p in parts)
+    assert len(parts) == 3 and all(pq.read_table(out / PARTS_DIR / p) for p in parts)
     assert _hidden_leftovers(out) == [] and not (out / LOCK_HOLDER_FILE).exists()
-    saved = [  # patients of a chunk whose patients part (written after its images part) fits
+    saved = [  # patients of a chunk whose patients part (written after the others) fits
         pid
         for p in parts
         if p.endswith(".patients.parquet")

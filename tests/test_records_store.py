@@ -11,7 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from echo_batch.store.files import write_results, write_run_record
-from echo_batch.store.records import SCHEMA_VERSION, ImageRecord, PatientRecord, arrow_schema
+from echo_batch.store.records import (
+    SCHEMA_VERSION,
+    FrameRecord,
+    ImageRecord,
+    PatientRecord,
+    arrow_schema,
+)
 
 REQUIRED_PATIENT = [
     "patient_id",
@@ -53,12 +59,31 @@ REQUIRED_IMAGE = [
     "mad_lv_mm",
     "confidence",
 ]
+REQUIRED_FRAME = [  # frames.parquet as README.md "Outputs" lists it
+    "patient_id",
+    "view",
+    "frame",
+    "time_ms",
+    "lv_area_px",
+    "lv_area_mm2",
+    "lv_length_mm",
+    "volume_single_ml",
+    "volume_rel",
+    "confidence",
+    "beat",
+    "is_ed",
+    "is_es",
+]
 
 
 @pytest.mark.parametrize(
     ("record_type", "required"),
-    [(PatientRecord, REQUIRED_PATIENT), (ImageRecord, REQUIRED_IMAGE)],
-    ids=["patients", "images"],
+    [
+        (PatientRecord, REQUIRED_PATIENT),
+        (ImageRecord, REQUIRED_IMAGE),
+        (FrameRecord, REQUIRED_FRAME),
+    ],
+    ids=["patients", "images", "frames"],
 )
 def test_schema_has_every_required_column_and_mirrors_the_record(record_type, required):
     schema = arrow_schema(record_type)
@@ -87,7 +112,7 @@ def test_write_results_round_trips_through_pandas(tmp_path):
         PatientRecord("patient0002", "testing", "failed", error="bad file", qc_flags=["x", "y"]),
     ]
     images = [ImageRecord("patient0001", "2CH", "ED", "ok", height=224, volume_single_ml=101.0)]
-    p_path, i_path = write_results(tmp_path, patients, images, model_id="m@1")
+    p_path, i_path, f_path = write_results(tmp_path, patients, images, model_id="m@1")
     df = pd.read_parquet(p_path)
     assert list(df.patient_id) == ["patient0001", "patient0002"]
     assert df.ef_pct.iloc[0] == 55.5
@@ -99,6 +124,7 @@ def test_write_results_round_trips_through_pandas(tmp_path):
     assert meta[b"echo_batch.model_id"] == b"m@1"
     assert json.loads(meta[b"echo_batch.units"])["_ml"] == "mL"
     assert pd.read_parquet(i_path).height.iloc[0] == 224
+    assert pd.read_parquet(f_path).empty, "frames.parquet has zero rows when there is no loop"
     assert not list(tmp_path.glob(".*tmp*")), "temporary files must be renamed away"
 
 

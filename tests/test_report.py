@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -31,8 +32,8 @@ from echo_batch.report.stats import (
     primary_comparison,
     worst_cases,
 )
-from echo_batch.store.files import write_results
-from echo_batch.store.records import ImageRecord, PatientRecord
+from echo_batch.store.files import FRAMES_FILE, IMAGES_FILE, PATIENTS_FILE, write_results
+from echo_batch.store.records import FrameRecord, ImageRecord, PatientRecord, to_table
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "camus224-test"
@@ -199,6 +200,42 @@ def test_gallery_recompute_checks_the_model(model_out, tmp_path, monkeypatch):
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert all("--save-masks" in g["source"] for g in summary["gallery"])
     assert len(list((out / "report" / "gallery").glob("*.png"))) == 2  # stale files removed
+
+
+def _as_schema_1_2(out: Path) -> None:
+    """Rewrite OUT as echo-batch 1.2 wrote it: no frames.parquet, no 1.3 columns, version 1.2."""
+    (out / FRAMES_FILE).unlink()
+    names = [f.name for f in dataclasses.fields(PatientRecord)]
+    added = {
+        PATIENTS_FILE: names[names.index("measure_config") + 1 :],
+        IMAGES_FILE: ["frame"],
+    }
+    for name, columns in added.items():
+        table = pq.read_table(out / name).drop_columns(columns)
+        metadata = {**table.schema.metadata, b"echo_batch.schema_version": b"1.2"}
+        pq.write_table(table.replace_schema_metadata(metadata), out / name)
+
+
+def test_report_ignores_frames_and_reads_an_out_of_schema_1_2(model_out, tmp_path):
+    """frames.parquet does not change the report (yet); an OUT of schema 1.2 still reports."""
+    summaries = {}
+    for kind in ("frames", "1.2"):
+        out = tmp_path / kind
+        shutil.copytree(model_out, out, ignore=shutil.ignore_patterns("report"))
+        assert pq.read_table(out / FRAMES_FILE).num_rows == 0, "the run wrote an empty one"
+        if kind == "frames":
+            pid = pd.read_parquet(out / PATIENTS_FILE).patient_id.iloc[0]
+            rows = [FrameRecord(pid, "2CH", k, volume_single_ml=90.0 - k) for k in range(5)]
+            pq.write_table(to_table(rows, FrameRecord), out / FRAMES_FILE)
+        else:
+            _as_schema_1_2(out)
+        result = CliRunner().invoke(app, ["report", str(out), "--worst", "2", "--no-recompute"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "report" / "summary.json").read_text())
+        assert summary.pop("out") == str(out)
+        assert len(summary["gallery"]) == 2
+        summaries[kind] = summary
+    assert summaries["frames"] == summaries["1.2"]
 
 
 def test_report_without_references_or_run_json(tmp_path):

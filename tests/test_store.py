@@ -19,6 +19,7 @@ from fixtures import record_file_events
 
 from echo_batch.errors import EchoBatchError
 from echo_batch.store.files import (
+    FRAMES_FILE,
     IMAGES_FILE,
     LOCK_FILE,
     LOCK_HOLDER_FILE,
@@ -188,10 +189,12 @@ def test_parts_are_named_by_run_and_chunk(tmp_path):
     stem = store.write_part(chunk((patient("p1"), images("p1"))), 3)
     assert stem == f"{store.run_id}-00003"
     names = sorted(p.name for p in (tmp_path / "parts").iterdir())
-    assert names == [f"{stem}.images.parquet", f"{stem}.patients.parquet"]
-    meta = pq.read_schema(tmp_path / "parts" / names[1]).metadata
+    assert names == [f"{stem}.frames.parquet", f"{stem}.images.parquet", f"{stem}.patients.parquet"]
+    assert pq.read_table(tmp_path / "parts" / names[0]).num_rows == 0, "no loop: empty frames part"
+    meta = pq.read_schema(tmp_path / "parts" / names[2]).metadata
     assert meta[b"echo_batch.schema_version"] == SCHEMA_VERSION.encode()
-    assert parse_part_name(names[0])[0].chunk == 3
+    assert parse_part_name(names[1])[0].chunk == 3
+    assert [parse_part_name(n)[1] for n in names] == ["frames", "images", "patients"]
     assert parse_part_name(f".{names[0]}.tmp-1-abc") is None
     later = OutputStore(tmp_path)
     assert later.run_id > store.run_id
@@ -231,7 +234,7 @@ def test_parts_compact_to_the_same_files_as_write_results(tmp_path):
         store.write_part(chunk(records["patient0004"], records["patient0002"]), 1)
         store.write_part(chunk(records["patient0005"]), 2)
         store.write_part(chunk(records["patient0003"], records["patient0001"]), 0)
-        p_path, i_path = store.compact(order, "m@1")
+        p_path, i_path, f_path = store.compact(order, "m@1")
     reference = write_results(
         tmp_path / "reference",
         [records[pid][0] for pid in order],
@@ -240,6 +243,8 @@ def test_parts_compact_to_the_same_files_as_write_results(tmp_path):
     )
     pd.testing.assert_frame_equal(pd.read_parquet(p_path), pd.read_parquet(reference[0]))
     pd.testing.assert_frame_equal(pd.read_parquet(i_path), pd.read_parquet(reference[1]))
+    assert pq.read_table(f_path).equals(pq.read_table(reference.frames)), "zero rows, one schema"
+    assert f_path == tmp_path / "store" / FRAMES_FILE
     assert list(pd.read_parquet(p_path).patient_id) == order
     assert pq.read_schema(p_path).metadata[b"echo_batch.model_id"] == b"m@1"
     assert pq.read_schema(i_path).field("lv_area_mm2").metadata[b"unit"] == b"mm^2"
@@ -282,7 +287,7 @@ def test_recompaction_after_crash_before_parts_deleted_has_no_duplicates(tmp_pat
     store.write_part(chunk(*[(patient(p), images(p)) for p in order[2:]]), 1)
     monkeypatch.setattr(OutputStore, "_delete_parts", lambda self, consumed: None)  # "crash"
     store.compact(order, "m@1")
-    assert len(list((tmp_path / "parts").iterdir())) == 4
+    assert len(list((tmp_path / "parts").iterdir())) == 6, "2 chunks x 3 parts, none deleted"
     monkeypatch.undo()
     # a resumed run redoes the partial patient0001 and finishes it
     resumed = OutputStore(tmp_path)
@@ -371,21 +376,27 @@ def _record_fsyncs_and_unlinks(monkeypatch) -> list[tuple[str, str]]:
     return record_file_events(monkeypatch, unlinks=True)
 
 
-def test_parts_are_flushed_images_first(tmp_path, monkeypatch):
+def test_parts_are_flushed_images_and_frames_first(tmp_path, monkeypatch):
     store = OutputStore(tmp_path)
     events = _record_fsyncs_and_unlinks(monkeypatch)
     stem = store.write_part(chunk((patient("a"), images("a"))), 0)
     parts = tmp_path / "parts"
-    images_part, patients_part = (
-        os.fspath(parts / f"{stem}.images.parquet"),
-        os.fspath(parts / f"{stem}.patients.parquet"),
+    images_part, frames_part, patients_part = (
+        os.fspath(parts / f"{stem}.{kind}.parquet") for kind in ("images", "frames", "patients")
     )
     flushed_folder = ("fsync", os.fspath(parts))
-    assert events.index(("replace", images_part)) < events.index(flushed_folder)
-    assert events.index(flushed_folder) < events.index(("replace", patients_part))
-    assert events[-1] == flushed_folder, "the patients part is durable when write_part returns"
+    renames_and_flushes = [e for e in events if e[0] == "replace" or e == flushed_folder]
+    assert renames_and_flushes == [
+        ("replace", images_part),
+        flushed_folder,
+        ("replace", frames_part),
+        flushed_folder,
+        ("replace", patients_part),
+        flushed_folder,
+    ], "each part durable before the next; the patients part durable when write_part returns"
+    assert events[-1] == flushed_folder
     files = [path for kind, path in events if kind == "fsync" and path != os.fspath(parts)]
-    assert len(files) == 2 and all(".tmp-" in Path(f).name for f in files)
+    assert len(files) == 3 and all(".tmp-" in Path(f).name for f in files)
 
 
 def test_parts_are_deleted_only_after_the_compacted_files_are_durable(tmp_path, monkeypatch):
@@ -398,9 +409,9 @@ def test_parts_are_deleted_only_after_the_compacted_files_are_durable(tmp_path, 
     before = events[:first_unlink]
     flushed = [path for kind, path in before if kind == "fsync"]
     renamed = [path for kind, path in before if kind == "replace"]
-    assert renamed == [os.fspath(tmp_path / IMAGES_FILE), os.fspath(tmp_path / PATIENTS_FILE)]
+    assert renamed == [os.fspath(tmp_path / f) for f in (IMAGES_FILE, FRAMES_FILE, PATIENTS_FILE)]
     assert flushed[-1] == os.fspath(tmp_path), "OUT flushed after the renames, before any unlink"
-    assert sum(".tmp-" in Path(p).name for p in flushed) == 2, "both new files flushed"
+    assert sum(".tmp-" in Path(p).name for p in flushed) == 3, "the three new files flushed"
     assert ("fsync", os.fspath(tmp_path / "parts")) in events[first_unlink:], "deletions flushed"
     assert not (tmp_path / "parts").exists()
 

@@ -166,7 +166,7 @@ def test_no_resume_compaction_refuses_a_discovered_patient_left_without_a_row(gt
         OutputStore(gt_then_model, MODEL).compact(
             ["p1", "p2", "p3"], "model", keep_other_configs=False
         )
-    assert len(list((gt_then_model / "parts").iterdir())) == 4, "nothing consumed"
+    assert len(list((gt_then_model / "parts").iterdir())) == 6, "nothing consumed (2 x 3 parts)"
 
 
 def test_the_run_record_of_a_config_is_plain_json():

@@ -1,3 +1,3 @@
 """Output: typed records that are the Parquet schema, atomic writes, the run lock, chunk parts,
-resume and compaction into ``patients.parquet`` and ``images.parquet``.
+resume and compaction into ``patients.parquet``, ``images.parquet`` and ``frames.parquet``.
 """

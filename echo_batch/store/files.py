@@ -1,8 +1,10 @@
 """The files of ``OUT`` (README.md "Outputs") and the one-shot writers.
 
-Layout of ``OUT``: ``patients.parquet`` and ``images.parquet`` (the results), ``run.json`` (what
-ran, with which options, how long), ``parts/`` (one Parquet pair per finished chunk until a run
-compacts them, :mod:`echo_batch.store.parts`) and the run lock (:mod:`echo_batch.store.lock`).
+Layout of ``OUT``: ``patients.parquet``, ``images.parquet`` and ``frames.parquet`` (the results;
+``frames.parquet`` has zero rows when no loop was measured, and is absent from an ``OUT`` of
+schema < 1.3), ``run.json`` (what ran, with which options, how long), ``parts/`` (three Parquet
+parts per finished chunk until a run compacts them, :mod:`echo_batch.store.parts`) and the run lock
+(:mod:`echo_batch.store.lock`).
 
 Every file is replaced atomically and durably (:mod:`echo_batch.atomic`). The schema version
 and the units are in the key-value metadata of every Parquet file.
@@ -13,23 +15,62 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from echo_batch import atomic
 from echo_batch.errors import EchoBatchError
-from echo_batch.store.records import SCHEMA_VERSION, UNITS, ImageRecord, PatientRecord, to_table
+from echo_batch.store.records import (
+    SCHEMA_VERSION,
+    UNITS,
+    FrameRecord,
+    ImageRecord,
+    PatientRecord,
+    to_table,
+)
 
 PATIENTS_FILE = "patients.parquet"
 IMAGES_FILE = "images.parquet"
+FRAMES_FILE = "frames.parquet"
 RUN_FILE = "run.json"
 LOCK_FILE = ".echo-batch.lock"
 LOCK_HOLDER_FILE = ".echo-batch.lock.json"
 PARTS_DIR = "parts"
 PATIENTS_PART_SUFFIX = ".patients.parquet"
 IMAGES_PART_SUFFIX = ".images.parquet"
+FRAMES_PART_SUFFIX = ".frames.parquet"
+FRAMES_SINCE = (1, 3)
+"""First schema version whose patients files always come with a frames file (part or compacted)."""
+
+
+class ResultFiles(NamedTuple):
+    """Paths of the three result files of ``OUT``."""
+
+    patients: Path
+    images: Path
+    frames: Path
+
+
+def schema_version(path: Path) -> tuple[int, ...] | None:
+    """The schema version in a Parquet file's metadata, e.g. ``(1, 3)``, reading only its footer.
+
+    Returns:
+        None for a file without a readable version (not written by echo-batch).
+
+    Raises:
+        EchoBatchError: the file is not readable Parquet.
+    """
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise EchoBatchError(f"{path}: unreadable Parquet file: {exc}") from exc
+    version = metadata.get(b"echo_batch.schema_version", b"").decode(errors="replace")
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return None
 
 
 def parquet_writer(table: pa.Table, extra_metadata: dict[str, str]) -> atomic.Writer:
@@ -63,35 +104,41 @@ def write_results(
     patients: Sequence[PatientRecord],
     images: Sequence[ImageRecord],
     *,
+    frames: Sequence[FrameRecord] = (),
     model_id: str,
-) -> tuple[Path, Path]:
-    """Write ``patients.parquet`` and ``images.parquet`` atomically (images first).
+) -> ResultFiles:
+    """Write ``patients.parquet``, ``images.parquet`` and ``frames.parquet`` atomically.
+
+    The patients file is renamed into place last, so a reader that finds it finds the other two
+    of the same write. ``frames.parquet`` is written with zero rows when there are no frames.
 
     Args:
         out: output folder (created).
         patients: one record per discovered patient.
         images: one record per (patient, view, instant) attempted.
+        frames: one record per segmented loop frame, in the order to write.
         model_id: bundle id or "gt", stored in the file metadata too.
 
     Returns:
-        Paths of the two files.
+        Paths of the three files.
 
     Raises:
         EchoBatchError: ``OUT`` is not writable or full.
     """
     meta = {"model_id": model_id}
-    p_path, i_path = out / PATIENTS_FILE, out / IMAGES_FILE
+    paths = ResultFiles(out / PATIENTS_FILE, out / IMAGES_FILE, out / FRAMES_FILE)
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_files(
             [
-                (i_path, parquet_writer(to_table(list(images), ImageRecord), meta)),
-                (p_path, parquet_writer(to_table(list(patients), PatientRecord), meta)),
+                (paths.images, parquet_writer(to_table(list(images), ImageRecord), meta)),
+                (paths.frames, parquet_writer(to_table(list(frames), FrameRecord), meta)),
+                (paths.patients, parquet_writer(to_table(list(patients), PatientRecord), meta)),
             ]
         )
     except OSError as exc:
         raise EchoBatchError(f"cannot write to OUT {out}: {exc}") from exc
-    return p_path, i_path
+    return paths
 
 
 def write_run_record(out: Path, record: dict[str, Any]) -> Path:

@@ -1,8 +1,13 @@
 """The resumable output store: chunk parts, resume and compaction of ``OUT``.
 
 A long run takes the lock of ``OUT`` (:mod:`echo_batch.store.lock`); each finished chunk becomes
-a pair of Parquet parts under ``OUT/parts/``; a later run skips the patients already done, and
-:meth:`OutputStore.compact` folds the parts into ``patients.parquet`` and ``images.parquet``.
+three Parquet parts under ``OUT/parts/`` (images, frames, patients); a later run skips the
+patients already done, and :meth:`OutputStore.compact` folds the parts into ``patients.parquet``,
+``images.parquet`` and ``frames.parquet``.
+
+Every chunk of schema >= 1.3 writes a frames part, with zero rows when the chunk measured no
+loop, so that a patients part without its frames part is an error, not "no frames". Parts and
+compacted files of schema < 1.3 have none: their patients have no frames.
 
 Every patient row carries ``measure_config``: the settings that change the numbers (model,
 CAMUS grid), as canonical JSON (:func:`measure_config`). A row counts as done only for a run
@@ -33,17 +38,23 @@ from echo_batch import atomic
 from echo_batch.domain import Status
 from echo_batch.errors import EchoBatchError
 from echo_batch.store.files import (
+    FRAMES_FILE,
+    FRAMES_PART_SUFFIX,
+    FRAMES_SINCE,
     IMAGES_FILE,
     IMAGES_PART_SUFFIX,
     PARTS_DIR,
     PATIENTS_FILE,
     PATIENTS_PART_SUFFIX,
+    ResultFiles,
     parquet_writer,
+    schema_version,
 )
 from echo_batch.store.lock import OutputLock
 from echo_batch.store.provenance import ConfigMismatchError, config_mismatch_message, measure_config
 from echo_batch.store.records import (
     ChunkResult,
+    FrameRecord,
     ImageRecord,
     PatientRecord,
     arrow_schema,
@@ -52,6 +63,7 @@ from echo_batch.store.records import (
 from echo_batch.store.tables import (
     compaction_order,
     concat,
+    ordered_frames,
     ordered_images,
     ordered_patients,
     read_conformed,
@@ -68,7 +80,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PART_RE = re.compile(r"^(?P<run_id>[^.].*)-(?P<chunk>\d{5,})\.(?P<kind>patients|images)\.parquet$")
+_PART_RE = re.compile(
+    r"^(?P<run_id>[^.].*)-(?P<chunk>\d{5,})\.(?P<kind>patients|images|frames)\.parquet$"
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -85,12 +99,12 @@ class PartName:
 
     @property
     def stem(self) -> str:
-        """``<run_id>-<chunk:05d>``, the common prefix of the two part files."""
+        """``<run_id>-<chunk:05d>``, the common prefix of the chunk's part files."""
         return f"{self.run_id}-{self.chunk:05d}"
 
 
 def parse_part_name(name: str) -> tuple[PartName, str] | None:
-    """``(part, kind)`` of a part file name, kind "patients" or "images"; None for other files.
+    """``(part, kind)`` of a part file name, kind "patients", "images" or "frames"; else None.
 
     Temporary files (leading dot) are not parts.
     """
@@ -121,20 +135,26 @@ def new_run_id(now: datetime, pid: int, after: Iterable[str] = ()) -> str:
 
 @dataclass(frozen=True)
 class _Source:
-    """One place records come from: the compacted pair or one part pair."""
+    """One place records come from: the compacted files or one chunk's parts."""
 
     patients: Path
     images: Path
+    frames: Path | None  # None: written before frames existed (schema < 1.3), no frame rows
     part: PartName | None  # None: the compacted files
+
+    def files(self) -> list[Path]:
+        """The files of this source, the patients file first (it implies the others)."""
+        return [self.patients, self.images, *([self.frames] if self.frames else [])]
 
 
 class OutputStore:
     """The output folder of a resumable cohort run.
 
-    Layout: ``OUT/parts/<run_id>-<chunk>.{patients,images}.parquet`` per finished chunk, the
-    compacted ``OUT/patients.parquet`` and ``OUT/images.parquet``, and the lock. A patient's
-    latest record wins: a later part overrides an earlier one and every part overrides the
-    compacted files; a patient's image rows always come from the same source as its patient row.
+    Layout: ``OUT/parts/<run_id>-<chunk>.{patients,images,frames}.parquet`` per finished chunk,
+    the compacted ``OUT/patients.parquet``, ``OUT/images.parquet`` and ``OUT/frames.parquet``, and
+    the lock. A patient's latest record wins: a later part overrides an earlier one and every part
+    overrides the compacted files; a patient's image and frame rows always come from the same
+    source as its patient row.
 
     Args:
         out: output folder (created when the lock is taken or a part is written).
@@ -187,11 +207,13 @@ class OutputStore:
     # ---------------------------------------------------------------- parts
 
     def write_part(self, result: ChunkResult, chunk_index: int) -> str:
-        """Write one finished chunk as a pair of Parquet parts, each atomic and durable.
+        """Write one finished chunk as three Parquet parts, each atomic and durable.
 
-        The images part is on disk before the patients part is written, so a patients part
-        implies its images part is complete. Parts of this store sort after those of earlier
-        runs. Every patient row gets this store's ``measure_config``.
+        The images part, then the frames part, are on disk (renamed, folder flushed) before the
+        patients part is written, so a patients part implies its other two parts are complete. The
+        frames
+        part is written even when the chunk has no frames (zero rows). Parts of this store sort
+        after those of earlier runs. Every patient row gets this store's ``measure_config``.
 
         Args:
             result: records of the chunk (one PatientRecord per patient).
@@ -201,8 +223,8 @@ class OutputStore:
             The part stem ``<run_id>-<chunk:05d>``.
 
         Raises:
-            ValueError: bad chunk index, a patient twice, or image rows of a patient not in the
-                chunk.
+            ValueError: bad chunk index, a patient twice, or image or frame rows of a patient not
+                in the chunk.
             EchoBatchError: ``OUT/parts`` is not writable.
         """
         if chunk_index < 0:
@@ -210,12 +232,13 @@ class OutputStore:
         patient_ids = [p.patient_id for p in result.patients]
         if len(set(patient_ids)) != len(patient_ids):
             raise ValueError(f"chunk {chunk_index}: a patient appears more than once")
-        strays = {i.patient_id for i in result.images} - set(patient_ids)
-        if strays:
-            raise ValueError(
-                f"chunk {chunk_index}: image rows of patients not in the chunk: "
-                f"{', '.join(sorted(strays)[:10])}"
-            )
+        for kind, rows in (("image", result.images), ("frame", result.frames)):
+            strays = {r.patient_id for r in rows} - set(patient_ids)
+            if strays:
+                raise ValueError(
+                    f"chunk {chunk_index}: {kind} rows of patients not in the chunk: "
+                    f"{', '.join(sorted(strays)[:10])}"
+                )
         self._check_parts_dir()
         self._ensure_dir(self.parts_dir)
         part = PartName(self.run_id, chunk_index)
@@ -225,6 +248,10 @@ class OutputStore:
             atomic.write_file(
                 self.parts_dir / f"{part.stem}{IMAGES_PART_SUFFIX}",
                 parquet_writer(to_table(result.images, ImageRecord), meta),
+            )
+            atomic.write_file(
+                self.parts_dir / f"{part.stem}{FRAMES_PART_SUFFIX}",
+                parquet_writer(to_table(result.frames, FrameRecord), meta),
             )
             atomic.write_file(
                 self.parts_dir / f"{part.stem}{PATIENTS_PART_SUFFIX}",
@@ -251,19 +278,28 @@ class OutputStore:
         return [parsed for name in names if (parsed := parse_part_name(name)) is not None]
 
     def _sources(self) -> list[_Source]:
-        """Compacted files (if any) then the complete parts, oldest first."""
+        """Compacted files (if any) then the complete parts, oldest first.
+
+        Raises:
+            EchoBatchError: a patients file without its images file, or of schema >= 1.3 without
+                its frames file.
+        """
         sources = []
-        p_path, i_path = self.out / PATIENTS_FILE, self.out / IMAGES_FILE
+        p_path = self.out / PATIENTS_FILE
         if p_path.exists():
-            if not i_path.exists():
-                raise EchoBatchError(f"{p_path} exists but {i_path} does not")
-            sources.append(_Source(p_path, i_path, None))
-        for part in sorted(p for p, kind in self._part_files() if kind == "patients"):
-            images = self.parts_dir / f"{part.stem}{IMAGES_PART_SUFFIX}"
-            if not images.exists():
-                raise EchoBatchError(f"part {part.stem} has no images part {images}")
             sources.append(
-                _Source(self.parts_dir / f"{part.stem}{PATIENTS_PART_SUFFIX}", images, part)
+                _source(p_path, self.out / IMAGES_FILE, self.out / FRAMES_FILE, None, str(p_path))
+            )
+        for part in sorted(p for p, kind in self._part_files() if kind == "patients"):
+            stem = self.parts_dir / part.stem
+            sources.append(
+                _source(
+                    Path(f"{stem}{PATIENTS_PART_SUFFIX}"),
+                    Path(f"{stem}{IMAGES_PART_SUFFIX}"),
+                    Path(f"{stem}{FRAMES_PART_SUFFIX}"),
+                    part,
+                    f"part {part.stem}",
+                )
             )
         return sources
 
@@ -326,15 +362,19 @@ class OutputStore:
 
     def compact(
         self, patient_ids: Sequence[str], model_id: str, *, keep_other_configs: bool = True
-    ) -> tuple[Path, Path]:
-        """Fold the compacted files and all parts into ``patients.parquet`` and ``images.parquet``.
+    ) -> ResultFiles:
+        """Fold the compacted files and all parts into ``patients.parquet``, ``images.parquet``
+        and ``frames.parquet``.
 
-        Each patient keeps its latest record; rows follow ``patient_ids`` (discovery order), then
-        patients of earlier runs that are no longer discovered, sorted. Both files are written in
-        full under temporary names, flushed to disk, renamed into place (images first) and the
-        folder flushed, so a full disk or a power loss leaves the earlier files or the new ones;
-        only then are the consumed parts deleted. A crash in between leaves parts whose records
-        are also in the compacted files, and the next compaction picks each patient once.
+        Each patient keeps its latest record, with the image and frame rows of the same source;
+        rows follow ``patient_ids`` (discovery order), then patients of earlier runs that are no
+        longer discovered, sorted; frame rows are sorted by view and frame within a patient.
+        ``frames.parquet`` is written with zero rows when no patient has frames. The three files
+        are written in full under temporary names, flushed to disk, renamed into place (patients
+        last) and the folder flushed, so a full disk or a power loss leaves the earlier files or
+        the new ones; only then are the consumed parts deleted. A crash in between leaves parts
+        whose records are also in the compacted files, and the next compaction picks each
+        patient once. Every table is held in memory at once.
 
         Args:
             patient_ids: discovered patients in discovery order; each must have a record.
@@ -344,14 +384,15 @@ class OutputStore:
                 then all of this run's settings).
 
         Returns:
-            Paths of the two files.
+            Paths of the three files.
 
         Raises:
-            EchoBatchError: an id is repeated or has no record, a file is unreadable, or ``OUT``
-                is not writable.
+            EchoBatchError: an id is repeated or has no record, a file is unreadable or missing,
+                or ``OUT`` is not writable.
         """
         self._ensure_dir(self.out)
         p_schema, i_schema = arrow_schema(PatientRecord), arrow_schema(ImageRecord)
+        f_schema = arrow_schema(FrameRecord)
         sources = self._sources()
         patient_tables = [read_conformed(s.patients, p_schema) for s in sources]
         winner: dict[str, int] = {}
@@ -366,16 +407,18 @@ class OutputStore:
         won: list[list[str]] = [[] for _ in sources]
         for pid, index in winner.items():
             won[index].append(pid)
-        patients, images = [], []
+        patients, images, frames = [], [], []
         for index, (source, table) in enumerate(zip(sources, patient_tables, strict=True)):
             if not won[index]:
                 continue
             keep = pa.array(won[index], pa.string())
-            patients.append(table.filter(pc.is_in(table["patient_id"], value_set=keep)))
-            image_table = read_conformed(source.images, i_schema)
-            images.append(image_table.filter(pc.is_in(image_table["patient_id"], value_set=keep)))
+            patients.append(_rows_of(table, keep))
+            images.append(_rows_of(read_conformed(source.images, i_schema), keep))
+            if source.frames is not None:
+                frames.append(_rows_of(read_conformed(source.frames, f_schema), keep))
         patient_table = ordered_patients(concat(patients, p_schema), order)
         image_table = ordered_images(concat(images, i_schema), order)
+        frame_table = ordered_frames(concat(frames, f_schema), order)
         model_ids = set(pc.unique(patient_table["model_id"]).to_pylist()) - {model_id}
         if model_ids:
             logger.warning(
@@ -384,25 +427,29 @@ class OutputStore:
                 ", ".join(sorted(model_ids)),
             )
         meta = {"model_id": model_id}
-        p_path, i_path = self.out / PATIENTS_FILE, self.out / IMAGES_FILE
+        paths = ResultFiles(
+            self.out / PATIENTS_FILE, self.out / IMAGES_FILE, self.out / FRAMES_FILE
+        )
         try:
             atomic.write_files(
                 [
-                    (i_path, parquet_writer(image_table, meta)),
-                    (p_path, parquet_writer(patient_table, meta)),
+                    (paths.images, parquet_writer(image_table, meta)),
+                    (paths.frames, parquet_writer(frame_table, meta)),
+                    (paths.patients, parquet_writer(patient_table, meta)),
                 ]
             )
             self._delete_parts([s for s in sources if s.part is not None])
         except OSError as exc:
             raise EchoBatchError(f"cannot write to OUT {self.out}: {exc}") from exc
         logger.info(
-            "%s: compacted %d patients, %d images from %d part(s)",
+            "%s: compacted %d patients, %d images, %d frames from %d part(s)",
             self.out,
             patient_table.num_rows,
             image_table.num_rows,
+            frame_table.num_rows,
             sum(s.part is not None for s in sources),
         )
-        return p_path, i_path
+        return paths
 
     def _drop_other_configs(self, winner: dict[str, int], config_of: dict[str, str | None]) -> None:
         """Remove from ``winner`` the patients whose latest row has another config."""
@@ -424,8 +471,8 @@ class OutputStore:
         override the newer compacted rows.
         """
         for source in consumed:
-            source.patients.unlink(missing_ok=True)  # patients first: it implies its images part
-            source.images.unlink(missing_ok=True)
+            for path in source.files():  # patients first: it implies the other parts
+                path.unlink(missing_ok=True)
         if self.locked:
             for name in _listdir(self.parts_dir):
                 if _is_leftover(name, self.parts_dir, self.run_id):
@@ -449,17 +496,51 @@ class OutputStore:
             raise EchoBatchError(f"cannot write to OUT {self.out}: {path} is not a folder")
 
 
+def _source(
+    patients: Path, images: Path, frames: Path, part: PartName | None, name: str
+) -> _Source:
+    """The source of one patients file, checked for its images and frames files.
+
+    Args:
+        patients: the patients file (exists).
+        images: its images file (must exist).
+        frames: its frames file; may be absent only beside a patients file of schema < 1.3.
+        part: the chunk part, or None for the compacted files.
+        name: how errors name the source.
+
+    Raises:
+        EchoBatchError: the images file is missing, or the frames file of a file of schema >=
+            1.3 (whose writer always writes one before the patients file).
+    """
+    if not images.exists():
+        raise EchoBatchError(f"{name} has no images file {images}")
+    if frames.exists():
+        return _Source(patients, images, frames, part)
+    version = schema_version(patients)  # read only when the frames file is absent
+    if version is not None and version >= FRAMES_SINCE:
+        raise EchoBatchError(
+            f"{name} has no frames file {frames}, but its patients file is of schema "
+            f"{'.'.join(map(str, version))}, which always writes one"
+        )
+    return _Source(patients, images, None, part)
+
+
+def _rows_of(table: pa.Table, patient_ids: pa.Array) -> pa.Table:
+    """Rows of ``table`` whose ``patient_id`` is in ``patient_ids``."""
+    return table.filter(pc.is_in(table["patient_id"], value_set=patient_ids))
+
+
 def _is_leftover(name: str, parts_dir: Path, run_id: str) -> bool:
     """True for a file a crashed run left in ``parts/``.
 
-    That is a temporary file of another process, or an images part of another run without its
-    patients part. Only removed while the lock is held.
+    That is a temporary file of another process, or an images or frames part of another run
+    without its patients part. Only removed while the lock is held.
     """
     owner = atomic.temp_owner_pid(name)
     if owner is not None:
         return owner != os.getpid()
     parsed = parse_part_name(name)
-    if parsed is None or parsed[1] != "images" or parsed[0].run_id == run_id:
+    if parsed is None or parsed[1] == "patients" or parsed[0].run_id == run_id:
         return False
     return not (parts_dir / f"{parsed[0].stem}{PATIENTS_PART_SUFFIX}").exists()
 

@@ -95,3 +95,22 @@ def ordered_images(table: pa.Table, order: Sequence[str]) -> pa.Table:
     keyed = pa.table({"rank": rank, "row": pa.array(range(table.num_rows), pa.int64())})
     indices = pc.sort_indices(keyed, sort_keys=[("rank", "ascending"), ("row", "ascending")])
     return table.take(indices)
+
+
+def ordered_frames(table: pa.Table, order: Sequence[str]) -> pa.Table:
+    """Rows grouped by patient in ``order``, then sorted by ``view``, then by ``frame``.
+
+    The sort is stable: rows equal in all three keep their original order.
+    """
+    rank = pc.index_in(table["patient_id"], value_set=pa.array(order, pa.string()))
+    keyed = pa.table(
+        {
+            "rank": rank,
+            "view": table["view"],
+            "frame": table["frame"],
+            "row": pa.array(range(table.num_rows), pa.int64()),
+        }
+    )
+    keys = [("rank", "ascending"), ("view", "ascending"), ("frame", "ascending")]
+    indices = pc.sort_indices(keyed, sort_keys=[*keys, ("row", "ascending")])
+    return table.take(indices)
