@@ -35,12 +35,20 @@ quality worsens; zero outside the sector. Speckle decorrelates smoothly along a 
 (two fields blended with cos/sin weights), so the ED and ES stills are exactly the first and last
 frames of the half sequence.
 
+Loops (``synth_cohort(..., loops=True)``, ``echo-batch synth --loops``): per view a full loop of
+1-4 beats or a half sequence instead of the half sequence above, the frames drawn at the shape
+phases of a cardiac-cycle waveform (:mod:`echo_batch.synth.waveform`,
+:mod:`echo_batch.synth.loops`), so that every frame's volume is known in closed form
+(``truth_frames.csv``, :mod:`echo_batch.synth.loop_truth`) and every beat's ED and ES volumes are
+exactly the patient's EDV and ESV.
+
 Determinism: everything of patient ``k`` derives from ``numpy.random.default_rng((seed, k))`` and
 fixed per-view child streams, so a patient is the same whatever the cohort size and the same seed
 gives byte-identical arrays.
 """
 
-from echo_batch.synth.cohort import synth_cohort, write_patient
+from echo_batch.synth.cohort import synth_cohort, write_loop_patient, write_patient
+from echo_batch.synth.loops import PatientLoops, ViewLoop, sample_loops
 from echo_batch.synth.params import (
     CLASSIC_SPACING_MM,
     SECTOR_HALF_ANGLE_DEG,
@@ -49,7 +57,7 @@ from echo_batch.synth.params import (
     ViewSetup,
     patient_truth,
 )
-from echo_batch.synth.render import rasterise_view, render_sequence
+from echo_batch.synth.render import rasterise_view, render_phases, render_sequence
 from echo_batch.synth.sampling import plan_cohort, sample_patient
 from echo_batch.synth.shapes import LVShape
 
@@ -57,14 +65,19 @@ __all__ = [
     "CLASSIC_SPACING_MM",
     "SECTOR_HALF_ANGLE_DEG",
     "LVShape",
+    "PatientLoops",
     "PatientParams",
     "PatientTruth",
+    "ViewLoop",
     "ViewSetup",
     "patient_truth",
     "plan_cohort",
     "rasterise_view",
+    "render_phases",
     "render_sequence",
+    "sample_loops",
     "sample_patient",
     "synth_cohort",
+    "write_loop_patient",
     "write_patient",
 ]

@@ -190,6 +190,38 @@ def _phases(n_frames: int) -> np.ndarray:
     return phases
 
 
+def render_phases(
+    params: PatientParams, view: View, phases: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render the frames of one view at the given shape phases, in the given order.
+
+    A phase that recurs (the same point of a later beat) is drawn once and copied: a frame depends
+    only on its phase, so the copy is the frame that drawing it again would give.
+
+    Args:
+        params: the patient.
+        view: 2CH or 4CH.
+        phases: ``(T,)`` shape phases in [0, 1] (0 = ED shape, 1 = ES shape).
+
+    Returns:
+        ``labels`` and ``images``, both ``(T, H, W)`` uint8.
+    """
+    renderer = _ViewRenderer(params, view)
+    height, width = renderer.grid
+    labels = np.empty((len(phases), height, width), dtype=np.uint8)
+    images = np.empty_like(labels)
+    drawn: dict[float, int] = {}
+    for frame, phase in enumerate(phases):
+        phase = _phase(float(phase))
+        if (first := drawn.get(phase)) is not None:
+            labels[frame], images[frame] = labels[first], images[first]
+            continue
+        drawn[phase] = frame
+        labels[frame] = renderer.labels(phase)
+        images[frame] = renderer.image(labels[frame], phase)
+    return labels, images
+
+
 def render_sequence(params: PatientParams, view: View) -> tuple[np.ndarray, np.ndarray]:
     """Render the half sequence of one view, in stored order.
 
@@ -202,14 +234,7 @@ def render_sequence(params: PatientParams, view: View) -> tuple[np.ndarray, np.n
         ``params.es_before_ed``; the ED and ES stills equal the first and last (or last and first)
         frames exactly.
     """
-    renderer = _ViewRenderer(params, view)
-    phases = _phases(renderer.setup.n_frames)
+    phases = _phases(params.setup(view).n_frames)
     if params.es_before_ed:
         phases = phases[::-1]
-    height, width = renderer.grid
-    labels = np.empty((len(phases), height, width), dtype=np.uint8)
-    images = np.empty_like(labels)
-    for frame, phase in enumerate(phases):
-        labels[frame] = renderer.labels(float(phase))
-        images[frame] = renderer.image(labels[frame], float(phase))
-    return labels, images
+    return render_phases(params, view, phases)
