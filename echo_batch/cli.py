@@ -18,6 +18,7 @@ import typer
 
 from echo_batch.domain import (
     Device,
+    FramesMode,
     ImageFormat,
     Precision,
     SegmentationSource,
@@ -140,13 +141,21 @@ def synth(
     max_side: Annotated[
         int | None, typer.Option(help="Draw every view on a max_side x max_side grid (scale runs).")
     ] = None,
+    loops: Annotated[
+        bool,
+        typer.Option(
+            "--loops",
+            help="Cine loops instead of half sequences: full loops of 1-4 beats or half "
+            "sequences, some patients without stills; per-frame truth in truth_frames.csv.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Write a CAMUS-layout cohort of analytic LV shapes with known volumes (truth.csv)."""
     from echo_batch.synth import synth_cohort
 
     _setup_logging(verbose)
-    root = synth_cohort(out, patients, seed=seed, fmt=fmt.value, max_side=max_side)
+    root = synth_cohort(out, patients, seed=seed, fmt=fmt.value, max_side=max_side, loops=loops)
     typer.echo(f"wrote {patients} synthetic patients to {root} (truth in {root / 'truth.csv'})")
 
 
@@ -226,6 +235,13 @@ def run(
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (long runs).")
     ] = False,
+    frames: Annotated[
+        FramesMode,
+        typer.Option(
+            help="ED/ES frames: annotated (stills, cfg frames), detected (from the loops, the "
+            "annotated ones recorded beside), auto (annotated where present)."
+        ),
+    ] = FramesMode.AUTO,
     workers: Annotated[
         int | None,
         typer.Option(min=1, help="Local Dask worker processes (default: one per core)."),
@@ -273,6 +289,7 @@ def run(
             batch_size=batch_size,
             camus_grid_mm=camus_grid_mm,
             compile=compile_model,
+            frames=frames,
         ),
         chunk_size=chunk_size,
         workers=workers,

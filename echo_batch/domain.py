@@ -117,6 +117,13 @@ class SpacingSource(StrEnum):
     NONE = "none"
 
 
+class LoopKind(StrEnum):
+    """What stretch of the cardiac cycle a loop file holds."""
+
+    HALF = "half"  # one ED -> ES stretch (CAMUS half sequences; stored ES -> ED in some patients)
+    FULL = "full"  # one or more whole beats
+
+
 class Release(StrEnum):
     """CAMUS release a file layout follows."""
 
@@ -196,7 +203,8 @@ class PatientRef:
         release: file layout the patient follows.
         split: official split when split files exist.
         images: files per (view, instant) that exist.
-        sequences: half/full sequence image and optional gt per view.
+        sequences: loop file and optional per-frame gt per view.
+        loop_kinds: what each view's loop holds (half sequence or full loop).
         cfgs: cfg file per view that exists.
         problems: human-readable notes on odd or missing entries.
     """
@@ -207,6 +215,7 @@ class PatientRef:
     split: Split = Split.NONE
     images: dict[ImageKey, ImageFiles] = field(default_factory=dict)
     sequences: dict[View, ImageFiles] = field(default_factory=dict)
+    loop_kinds: dict[View, LoopKind] = field(default_factory=dict)
     cfgs: dict[View, Path] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
 

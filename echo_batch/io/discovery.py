@@ -20,6 +20,7 @@ from echo_batch.domain import (
     ImageFiles,
     ImageKey,
     Instant,
+    LoopKind,
     PatientRef,
     Release,
     Split,
@@ -124,6 +125,7 @@ def scan_patient(folder: Path, split: Split = Split.NONE) -> PatientRef:
     pid = folder.name
     images: dict[ImageKey, dict[str, Path]] = {}
     sequences: dict[View, dict[str, Path]] = {}
+    kinds: dict[View, str] = {}  # file-name kind of each view's loop: half_sequence or sequence
     cfgs: dict[View, Path] = {}
     problems: list[str] = []
     extensions: set[str] = set()
@@ -150,21 +152,31 @@ def scan_patient(folder: Path, split: Split = Split.NONE) -> PatientRef:
         if m["what"] in ("ED", "ES"):
             images.setdefault(ImageKey(View(m["view"]), Instant(m["what"])), {})[kind] = path
         else:
-            sequences.setdefault(View(m["view"]), {})[kind] = path
+            view = View(m["view"])
+            if view in kinds and kinds[view] != m["what"]:
+                problems.append(f"{name}: a second loop of {view.value} ignored")
+                continue
+            kinds[view] = m["what"]
+            sequences.setdefault(view, {})[kind] = path
     release = Release.CAMUS2019 if extensions == {"mhd"} else Release.CAMUS2023
     if len(extensions) > 1:
         problems.append(f"mixed file formats {sorted(extensions)}")
     files: dict[ImageKey, ImageFiles] = {}
+    still_less = not images and bool(sequences)  # a patient whose only input is its loops
     for key in IMAGE_KEYS:
         found = images.get(key, {})
         if "image" not in found:
-            problems.append(f"missing {key} image" + (" (ground truth only)" if found else ""))
+            if not still_less:
+                problems.append(f"missing {key} image" + (" (ground truth only)" if found else ""))
             continue
         files[key] = ImageFiles(image=found["image"], gt=found.get("gt"))
-    seqs = {
-        v: ImageFiles(image=found.get("image"), gt=found.get("gt"))
-        for v, found in sequences.items()
-    }
+    seqs: dict[View, ImageFiles] = {}
+    for v, found in sequences.items():
+        if "image" not in found:
+            problems.append(f"{v.value} loop ground truth without its loop")
+            continue
+        seqs[v] = ImageFiles(image=found["image"], gt=found.get("gt"))
+    loop_kinds = {v: _loop_kind(kinds[v], release) for v in seqs}
     return PatientRef(
         patient_id=pid,
         folder=folder,
@@ -172,9 +184,22 @@ def scan_patient(folder: Path, split: Split = Split.NONE) -> PatientRef:
         split=split,
         images=files,
         sequences=seqs,
+        loop_kinds=loop_kinds,
         cfgs=cfgs,
         problems=tuple(problems),
     )
+
+
+def _loop_kind(name_kind: str, release: Release) -> LoopKind:
+    """What a loop file holds, from its name.
+
+    CAMUS 2023 ``_half_sequence`` files and CAMUS 2019 ``_sequence.mhd`` files hold one ED -> ES
+    stretch (the 2019 release names its half sequences ``_sequence``); a ``_sequence`` file in the
+    2023 layout (not a CAMUS name: synthetic or converted cohorts) holds whole beats.
+    """
+    if name_kind == "half_sequence" or release == Release.CAMUS2019:
+        return LoopKind.HALF
+    return LoopKind.FULL
 
 
 def _stays_inside(path: Path, parent: Path) -> bool:

@@ -51,7 +51,10 @@ MIN_RISE_AFTER_ES = 0.25
 # ED and ES the LV changes by less than a pixel between frames (camus224-loops README); a CAMUS half
 # sequence runs from the annotated ED to the annotated ES, so the annotated frames are the plateau
 # ends towards the clip's ends (and the frames after ED towards ES are isovolumic contraction).
-HALF_PLATEAU = 0.02
+# 0.05 chosen on the validation loops (camus224-loops/validation): with the model's curves it
+# detects as well as 0.02 (99 of 100 frames right), and with expert curves plus noise of 2 % of
+# the range it keeps 98.6 % right against 91.8 % for 0.02.
+HALF_PLATEAU = 0.05
 MIN_FRAMES_HALF = 2  # an ED and an ES
 MIN_FRAMES_FULL = 4  # an ED, a fall, ES and a rise
 

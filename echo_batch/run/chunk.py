@@ -7,6 +7,7 @@ measure -> records. A bad file or a failing measurement affects only its own ima
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -19,10 +20,16 @@ import numpy as np
 from echo_batch.clinical import ef_category
 from echo_batch.domain import (
     IMAGE_KEYS,
+    CfgInfo,
+    FramesMode,
+    FramesSource,
     ImageKey,
+    Instant,
     Label,
     PatientRef,
+    Release,
     SegmentationSource,
+    SpacingSource,
     Status,
     View,
 )
@@ -40,6 +47,15 @@ from echo_batch.measure.patient import patient_volumes, single_plane_ml
 from echo_batch.measure.volumes import area_length_ml
 from echo_batch.qc.flags import is_blocking, patient_flags
 from echo_batch.qc.metrics import contour_distances_mm, dice_by_label
+from echo_batch.run.loops import (
+    BeatSummary,
+    LoopMeasure,
+    LoopWork,
+    frame_records,
+    measure_loop,
+    read_loop,
+    summarise_beats,
+)
 from echo_batch.run.options import ChunkOptions
 from echo_batch.store.records import ChunkResult, ImageRecord, PatientRecord
 
@@ -47,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 GT_MODEL_ID = "gt"
 PATIENTS_PER_PASS = 16  # patients held in memory at once inside a chunk (CPU)
+FRAMES_PER_PASS = 512  # loop frames held in memory at once inside a chunk (a pass ends past it)
 
 
 @dataclass
@@ -59,13 +76,30 @@ class _ImageWork:
     mask: np.ndarray | None = None
     confidence: float | None = None
     error: str | None = None
+    frame: int | None = None  # the loop frame this image was taken from (None for a still)
 
 
 @dataclass
 class _PatientWork:
+    """Per-patient state while a chunk is processed.
+
+    ``images`` are the stills, or the ED and ES frames chosen from the loops; ``annotated`` holds
+    the stills measured beside detected frames (``--frames detected`` on annotated input).
+    """
+
     ref: PatientRef
     images: dict[ImageKey, _ImageWork] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    loops: dict[View, LoopWork] = field(default_factory=dict)
+    cfgs: dict[View, CfgInfo] = field(default_factory=dict)
+    frames_source: FramesSource = FramesSource.ANNOTATED
+    annotated: dict[ImageKey, _ImageWork] = field(default_factory=dict)
+    annotated_ef: float | None = None  # biplane EF on the cfg's loop frames (detected mode)
+
+    @property
+    def n_frames(self) -> int:
+        """Loop frames held by this patient."""
+        return sum(loop.n_frames for loop in self.loops.values())
 
 
 def get_engine(options: ChunkOptions):
@@ -114,14 +148,15 @@ def model_id_for(options: ChunkOptions) -> str:
     return bundle_model_id(options.model)
 
 
-def _load_patient(ref: PatientRef, need_gt: bool) -> _PatientWork:
-    work = _PatientWork(ref=ref)
+def _load_stills(ref: PatientRef, need_gt: bool) -> dict[ImageKey, _ImageWork]:
+    """Read the patient's still images (and expert masks); a failure is that image's error."""
+    stills: dict[ImageKey, _ImageWork] = {}
     for key in IMAGE_KEYS:
         files = ref.images.get(key)
         if files is None or files.image is None:
             continue
         item = _ImageWork(key=key)
-        work.images[key] = item
+        stills[key] = item
         try:
             item.image = read_image(files.image, patient_dir=ref.folder)
             if files.gt is not None:
@@ -144,22 +179,91 @@ def _load_patient(ref: PatientRef, need_gt: bool) -> _PatientWork:
                 f"{type(exc).__name__}: {exc}"
             )
             item.image = item.gt = None
+    return stills
+
+
+def _load_patient(ref: PatientRef, need_gt: bool, mode: FramesMode) -> _PatientWork:
+    """Read what the frames mode needs: stills, loops, or both.
+
+    ``auto`` and ``annotated`` measure the stills where the patient has them, else the loop frames
+    that the cfg annotates (1-based ED/ES), and ``auto`` detects ED and ES from the loops where
+    nothing is annotated; ``detected`` always detects from the loops and measures the annotated
+    frames beside (stills, or the cfg's loop frames) so that both can be compared.
+    """
+    work = _PatientWork(ref=ref)
+    work.cfgs, cfg_errors = _read_cfgs(ref)
+    work.errors.extend(cfg_errors)
+    use_loops = bool(ref.sequences) and (
+        mode == FramesMode.DETECTED
+        or (not ref.images and mode == FramesMode.AUTO)
+        or (not ref.images and _annotated_frames(work))
+    )
+    if ref.images and (not use_loops or mode == FramesMode.DETECTED):
+        stills = _load_stills(ref, need_gt)
+        if use_loops:
+            work.annotated = stills  # measured beside the detected frames
+        else:
+            work.images = stills
+    if use_loops:
+        for view in ref.sequences:
+            cfg = work.cfgs.get(view)
+            rate = None if cfg is None else cfg.frame_rate_hz
+            frame_time = 1000.0 / rate if rate else None
+            work.loops[view] = read_loop(ref, view, need_gt, frame_time)
+        annotated_only = mode != FramesMode.DETECTED and bool(_annotated_frames(work))
+        work.frames_source = FramesSource.ANNOTATED if annotated_only else FramesSource.DETECTED
+    elif not ref.images:
+        work.errors.append(
+            f"{ref.patient_id}: no annotated ED/ES frames (--frames annotated): no stills, "
+            "and no ED/ES frame indices in the cfg"
+            if ref.sequences
+            else f"{ref.patient_id}: no images and no loops"
+        )
     return work
 
 
+def _annotated_frames(work: _PatientWork) -> dict[View, tuple[int, int]]:
+    """0-based (ED, ES) loop frames that the cfg annotates, per view with a loop."""
+    found = {}
+    for view in work.ref.sequences:
+        cfg = work.cfgs.get(view)
+        if cfg is not None and cfg.ed_frame and cfg.es_frame:
+            found[view] = (cfg.ed_frame - 1, cfg.es_frame - 1)
+    return found
+
+
 def _segment(works: Sequence[_PatientWork], options: ChunkOptions, engine=None) -> None:
-    """Fill ``mask`` (and ``confidence``) of every loadable image, batched across patients."""
-    todo = [i for w in works for i in w.images.values() if i.error is None and i.image is not None]
+    """Fill the masks (and confidences) of every loadable still and loop frame, batched across
+    patients: the frames of many loops share the engine's batches with the stills."""
+    stills = [
+        item
+        for w in works
+        for item in (*w.images.values(), *w.annotated.values())
+        if item.error is None and item.image is not None
+    ]
+    loops = [loop for w in works for loop in w.loops.values() if loop.frames is not None]
     if options.segmentation == SegmentationSource.GT:
-        for item in todo:
+        for item in stills:
             item.mask = item.gt.array if item.gt is not None else None
+        for loop in loops:
+            loop.masks = None if loop.gt is None else list(loop.gt.array)
+            loop.confidences = [None] * loop.n_frames
         return
-    if not todo:
+    if not stills and not loops:
         return
     engine = engine or get_engine(options)
-    results = engine.segment([item.image.array for item in todo])
-    for item, seg in zip(todo, results, strict=True):
+    inputs = [item.image.array for item in stills]
+    for loop in loops:
+        inputs.extend(loop.frames.array)
+    results = engine.segment(inputs)
+    for item, seg in zip(stills, results, strict=False):
         item.mask, item.confidence = seg.labels, seg.confidence
+    start = len(stills)
+    for loop in loops:
+        segs = results[start : start + loop.n_frames]
+        start += loop.n_frames
+        loop.masks = [s.labels for s in segs]
+        loop.confidences = [s.confidence for s in segs]
 
 
 def _image_record(
@@ -167,6 +271,8 @@ def _image_record(
 ) -> ImageRecord:
     key = item.key
     base = {"patient_id": ref.patient_id, "view": key.view.value, "instant": key.instant.value}
+    if item.frame is not None:
+        base["frame"] = item.frame
     if item.image is None or item.mask is None:
         return ImageRecord(
             **base, status=Status.FAILED.value, error=item.error, segmentation=source
@@ -292,9 +398,7 @@ def _patient_record(
         camus_gt = found if isinstance(found, CamusResult) else None
     else:
         camus_gt = None  # no (complete) ground truth: nothing to compare with, not an error
-    cfg, cfg_error = _read_cfg(ref)
-    if cfg_error:
-        errors.append(cfg_error)
+    cfg = _patient_cfg(work.cfgs)
     single = volumes.single
     has_single = any(v[2] is not None for v in single.values())
     if volumes.ef_pct is not None:
@@ -337,16 +441,21 @@ def _patient_record(
     return record, image_records
 
 
-def _read_cfg(ref: PatientRef):
-    for view in (View.A2C, View.A4C):
-        path = ref.cfgs.get(view)
-        if path is None:
-            continue
+def _read_cfgs(ref: PatientRef) -> tuple[dict[View, CfgInfo], list[str]]:
+    """The patient's ``Info_{VIEW}.cfg`` files that parse, and an error per file that does not."""
+    cfgs: dict[View, CfgInfo] = {}
+    errors: list[str] = []
+    for view, path in ref.cfgs.items():
         try:
-            return parse_cfg(path), None
+            cfgs[view] = parse_cfg(path)
         except EchoBatchError as exc:
-            return None, f"{ref.patient_id}: {exc}"
-    return None, None
+            errors.append(f"{ref.patient_id}: {exc}")
+    return cfgs, errors
+
+
+def _patient_cfg(cfgs: dict[View, CfgInfo]) -> CfgInfo | None:
+    """The cfg whose reference values a patient row reports (2CH first, as CAMUS does)."""
+    return cfgs.get(View.A2C) or cfgs.get(View.A4C)
 
 
 def failed_patient_record(ref: PatientRef, error: str, model_id: str) -> PatientRecord:
@@ -384,8 +493,19 @@ def process_chunk(
     if options.segmentation == SegmentationSource.MODEL:
         engine = engine or get_engine(options)
     step = _patients_per_pass(options, engine)
-    for start in range(0, len(refs), step):  # memory bounded by the pass, not by the chunk
-        _process_pass(refs[start : start + step], options, model_id, engine, result, seconds)
+    need_gt = options.segmentation == SegmentationSource.GT
+    works: list[_PatientWork] = []
+    # memory bounded by the pass, not by the chunk: a pass ends after `step` patients or once its
+    # loops hold FRAMES_PER_PASS frames, whatever the loops' lengths
+    for ref in refs:
+        t0 = time.perf_counter()
+        works.append(_load_patient(ref, need_gt, options.frames))
+        seconds["load"] += time.perf_counter() - t0
+        if len(works) >= step or sum(w.n_frames for w in works) >= FRAMES_PER_PASS:
+            _process_pass(works, options, model_id, engine, result, seconds)
+            works = []
+    if works:
+        _process_pass(works, options, model_id, engine, result, seconds)
     result.seconds = seconds
     return result
 
@@ -401,28 +521,28 @@ def _patients_per_pass(options: ChunkOptions, engine=None) -> int:
 
 
 def _process_pass(
-    refs: Sequence[PatientRef],
+    works: list[_PatientWork],
     options: ChunkOptions,
     model_id: str,
     engine,
     result: ChunkResult,
     seconds: dict[str, float],
 ) -> None:
-    """Load, segment and measure a few patients; append their records to ``result``."""
-    t0 = time.perf_counter()
-    need_gt = options.segmentation == SegmentationSource.GT
-    works = [_load_patient(ref, need_gt) for ref in refs]
+    """Segment and measure a few loaded patients; append their records to ``result``."""
     t1 = time.perf_counter()
     _segment(works, options, engine)
     t2 = time.perf_counter()
     for work in works:
+        frames: list = []
         try:
+            summary = _use_loops(work, frames) if work.loops else None
             if (
                 options.save_masks_to is not None
                 and options.segmentation == SegmentationSource.MODEL
             ):
                 save_masks(work, options.save_masks_to)
             patient, images = _patient_record(work, options, model_id)
+            patient = _with_frames_columns(patient, work, summary)
         except Exception as exc:  # one patient never takes the chunk down
             logger.exception("%s: measurement failed", work.ref.patient_id)
             patient = failed_patient_record(
@@ -430,14 +550,127 @@ def _process_pass(
                 f"{work.ref.patient_id}: internal error {type(exc).__name__}: {exc}",
                 model_id,
             )
-            images = []
+            images, frames = [], []
         for problem in work.ref.problems:
             logger.debug("%s: %s", work.ref.patient_id, problem)
         if patient.status != Status.OK.value:
             logger.warning("%s: %s: %s", patient.patient_id, patient.status, patient.error)
         result.patients.append(patient)
         result.images.extend(images)
+        result.frames.extend(frames)
     t3 = time.perf_counter()
-    seconds["load"] += t1 - t0
     seconds["segment"] += t2 - t1
     seconds["measure"] += t3 - t2
+
+
+def _use_loops(work: _PatientWork, frames: list) -> BeatSummary | None:
+    """Measure every frame of the patient's loops and take their ED/ES frames as its images.
+
+    Appends the loops' frame rows to ``frames``. Returns the beats' summary when ED and ES were
+    detected (None when the cfg's annotated frames were used).
+    """
+    pid = work.ref.patient_id
+    measures: dict[View, LoopMeasure] = {}
+    for view, loop in work.loops.items():
+        if loop.error is not None:
+            work.errors.append(loop.error)
+        elif loop.masks is None:
+            work.errors.append(f"{pid} {view.value} loop: no masks to measure")
+        else:
+            measures[view] = measure_loop(loop)
+            frames.extend(frame_records(pid, loop, measures[view]))
+    annotated = _annotated_frames(work)
+    summary = None
+    if work.frames_source == FramesSource.ANNOTATED:
+        chosen = {v: annotated[v] for v in measures if v in annotated}
+    else:
+        summary = summarise_beats(measures)
+        chosen = {v: (b.ed, b.es) for v, b in summary.chosen.items()}
+        for view, measure in measures.items():
+            if not measure.cycle.beats:
+                work.errors.append(
+                    f"{pid} {view.value} loop: no beat found: {measure.cycle.reason}"
+                )
+    for view, (ed, es) in chosen.items():
+        loop = work.loops[view]
+        if not (0 <= ed < loop.n_frames and 0 <= es < loop.n_frames):
+            work.errors.append(
+                f"{pid} {view.value} loop: annotated frames ED {ed + 1}, ES {es + 1} (1-based) "
+                f"outside its {loop.n_frames} frames"
+            )
+            continue
+        for instant, index in ((Instant.ED, ed), (Instant.ES, es)):
+            key = ImageKey(view, instant)
+            work.images[key] = _ImageWork(
+                key=key,
+                image=loop.still(index),
+                gt=loop.still(index, labels=True) if loop.gt is not None else None,
+                mask=loop.masks[index],
+                confidence=loop.confidences[index],
+                frame=index,
+            )
+    if work.frames_source == FramesSource.DETECTED and not work.annotated and annotated:
+        geometries = {  # the cfg's annotated loop frames, measured for the comparison
+            ImageKey(view, instant): measures[view].geometries[index]
+            for view, pair in annotated.items()
+            if view in measures and all(0 <= i < work.loops[view].n_frames for i in pair)
+            for instant, index in zip((Instant.ED, Instant.ES), pair, strict=True)
+        }
+        work.annotated_ef = _ef_of(geometries)
+    return summary
+
+
+def _ef_of(geometries: dict[ImageKey, ViewGeometry | GeometryFailure]) -> float | None:
+    """Biplane EF of the measurable images among ``geometries`` (None without all four)."""
+    usable = {k: g for k, g in geometries.items() if isinstance(g, ViewGeometry)}
+    return patient_volumes(usable).ef_pct
+
+
+def _with_frames_columns(
+    patient: PatientRecord, work: _PatientWork, summary: BeatSummary | None
+) -> PatientRecord:
+    """The patient row with where its frames came from, the beats, and the annotated frames."""
+    ref = work.ref
+    fields: dict[str, object] = {
+        "input_format": "camus2019" if ref.release == Release.CAMUS2019 else "camus2023",
+        "spacing_source": SpacingSource.HEADER.value,
+        "frames_source": work.frames_source.value,
+    }
+    if patient.status == Status.FAILED.value and not work.images:
+        fields["frames_source"] = None
+    for key, item in work.images.items():
+        if item.frame is not None:
+            fields[f"{key.instant.value.lower()}_frame_{key.view.value.lower()}"] = item.frame
+    if work.frames_source == FramesSource.DETECTED:
+        for view, (ed, es) in _annotated_frames(work).items():
+            fields[f"ed_frame_{view.value.lower()}_annotated"] = ed
+            fields[f"es_frame_{view.value.lower()}_annotated"] = es
+        if work.annotated:
+            fields["ef_annotated_pct"] = _ef_of(
+                {
+                    key: measure_lv(item.mask, item.image.spacing)
+                    for key, item in work.annotated.items()
+                    if item.mask is not None and item.image is not None
+                }
+            )
+        else:
+            fields["ef_annotated_pct"] = work.annotated_ef
+    if summary is not None:
+        fields.update(
+            n_beats=summary.n_beats,
+            ef_beats_sd_pct=summary.ef_sd_pct,
+            heart_rate_bpm=summary.heart_rate_bpm,
+        )
+        if summary.n_beats > 1:  # the EF of a loop is the mean over its beats
+            for view, (edv, esv, ef) in summary.single.items():
+                suffix = view.value.lower()
+                fields.update({f"edv_{suffix}_ml": edv, f"esv_{suffix}_ml": esv})
+                fields[f"ef_{suffix}_pct"] = ef
+            if summary.ef_pct is not None and patient.ef_pct is not None:
+                fields.update(
+                    ef_pct=summary.ef_pct,
+                    edv_ml=summary.edv_ml,
+                    esv_ml=summary.esv_ml,
+                    ef_category=ef_category(summary.ef_pct).value,
+                )
+    return dataclasses.replace(patient, **fields)

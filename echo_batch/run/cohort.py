@@ -75,7 +75,7 @@ def preflight(options: RunOptions) -> str:
 
 def run_config(options: RunOptions, model_id: str) -> str:
     """The measurement settings every row of this run is stamped with (resume compares them)."""
-    return measure_config(model_id, options.chunk.camus_grid_mm)
+    return measure_config(model_id, options.chunk.camus_grid_mm, frames=options.chunk.frames.value)
 
 
 @dataclass

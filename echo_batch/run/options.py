@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echo_batch.domain import Device, Precision, SegmentationSource
+from echo_batch.domain import Device, FramesMode, Precision, SegmentationSource
 
 MASKS_DIR = "masks"  # OUT/masks/<patient>/<patient>_<VIEW>_<INSTANT>_pred.nii.gz
 
@@ -36,6 +36,8 @@ class ChunkOptions:
         camus_grid_mm: when set (e.g. 0.308), the CAMUS-compatible method first upsamples each LV
             mask to pixels of this size, the grid its pixel constants assume (slower, closer to the
             CAMUS reference on down-sampled images such as CAMUS-224).
+        frames: which frames are measured: the annotated ED/ES (stills, cfg frame indices into a
+            loop), ED/ES detected from the loops, or ``auto`` (annotated where present).
     """
 
     segmentation: SegmentationSource = SegmentationSource.MODEL
@@ -47,12 +49,14 @@ class ChunkOptions:
     compile: bool = False
     save_masks_to: Path | None = None
     camus_grid_mm: float | None = None
+    frames: FramesMode = FramesMode.AUTO
 
     def __post_init__(self) -> None:
         # plain strings (tests, Prefect parameters, older callers) become the enums
         object.__setattr__(self, "segmentation", SegmentationSource(self.segmentation))
         object.__setattr__(self, "device", Device(self.device))
         object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "frames", FramesMode(self.frames))
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.camus_grid_mm is not None and not self.camus_grid_mm > 0:

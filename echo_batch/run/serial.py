@@ -104,6 +104,7 @@ def process_serially(
         result = process_chunk(chunk, options, model_id)
         merged.patients.extend(result.patients)
         merged.images.extend(result.images)
+        merged.frames.extend(result.frames)
         seconds.update(result.seconds)
         if on_chunk is not None:
             on_chunk(result)
