@@ -376,3 +376,18 @@ def test_a_slow_chunk_times_out_alone_and_the_others_finish(cohort, tmp_path, mo
     assert patients.loc[slow, "status"] == "failed"
     assert "timed out" in patients.loc[slow, "error"]
     assert (patients.drop(index=slow).status == "ok").all()
+
+
+def test_loops_through_the_flow_equal_the_serial_run(tmp_path):
+    """A cohort of loops (detected ED/ES, frames.parquet) gives the same three files either way."""
+    data = synth_cohort(tmp_path / "c", 4, seed=8, fmt="nifti", max_side=96, loops=True)
+    chunk = ChunkOptions(segmentation=SegmentationSource.GT, frames="detected")
+    run_cohort(RunOptions(data, tmp_path / "serial", chunk, chunk_size=2))
+    record = _flow(data=data, out=tmp_path / "flow", workers=1, frames="detected")
+    assert record["summary"]["patients"] == 4
+    for name in ("patients", "images", "frames"):
+        flow = pd.read_parquet(tmp_path / "flow" / f"{name}.parquet")
+        serial = pd.read_parquet(tmp_path / "serial" / f"{name}.parquet")
+        pd.testing.assert_frame_equal(flow, serial)
+    frames = pd.read_parquet(tmp_path / "flow" / "frames.parquet")
+    assert len(frames) > 4 * 2 * 5 and frames.is_ed.any() and frames.is_es.any()
