@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from echo_batch.cli import app
 from echo_batch.domain import SegmentationSource, Status
+from echo_batch.io import image as image_module
 from echo_batch.io.discovery import discover
 from echo_batch.model.bundle import DEFAULT_BUNDLE, METADATA_FILE, WEIGHTS_FILE, sha256_file
 from echo_batch.run import chunk as chunk_module
@@ -246,14 +247,14 @@ def test_unloadable_bundle_stops_the_run_before_anything_starts(
 def test_a_reader_crash_is_the_images_error_and_the_run_goes_on(cohort, monkeypatch):
     refs = discover(cohort).patients
     victim = refs[1].patient_id
-    real = chunk_module.read_image
+    real = image_module.read_image
 
     def flaky(path, **kwargs):
         if victim in str(path) and "4CH_ES" in str(path) and not kwargs.get("labels"):
             raise ValueError("decoder bug")
         return real(path, **kwargs)
 
-    monkeypatch.setattr(chunk_module, "read_image", flaky)
+    monkeypatch.setattr(image_module, "read_image", flaky)
     result = process_chunk(refs, GT)
     by_id = {p.patient_id: p for p in result.patients}
     assert [p.patient_id for p in result.patients] == [r.patient_id for r in refs]

@@ -344,3 +344,38 @@ def _read_sequence(
         array = array[None]
     array = _as_labels(array, path) if labels else _as_intensity(array, path)
     return EchoSequence(array=array, geometry=_geometry(image), path=path)
+
+
+def read_with_truth(
+    path: Path,
+    gt_path: Path | None,
+    *,
+    patient_dir: Path | None = None,
+    sequence: bool = False,
+) -> tuple[EchoImage | EchoSequence, EchoImage | EchoSequence | None]:
+    """Read an image (or a loop) and its expert label map, which must have the same shape.
+
+    Args:
+        path: the still or loop file.
+        gt_path: its expert label map, or None.
+        patient_dir: folder the files must stay inside.
+        sequence: read loops (``(T, H, W)``) instead of stills (``(H, W)``).
+
+    Returns:
+        ``(image, labels or None)``.
+
+    Raises:
+        InputError: either file is unusable, or the shapes differ (naming the label file).
+    """
+    read = read_sequence if sequence else read_image
+    image = read(path, patient_dir=patient_dir)
+    if gt_path is None:
+        return image, None
+    gt = read(gt_path, patient_dir=patient_dir, labels=True)
+    if gt.array.shape != image.array.shape:
+        what = "loop" if sequence else "image"
+        raise InputError(
+            gt_path,
+            f"ground truth shape {gt.array.shape} differs from the {what} {image.array.shape}",
+        )
+    return image, gt

@@ -35,7 +35,7 @@ from echo_batch.domain import (
 )
 from echo_batch.errors import EchoBatchError, InputError, OutputError
 from echo_batch.io.cfg import parse_cfg
-from echo_batch.io.image import EchoImage, read_image
+from echo_batch.io.image import EchoImage, read_with_truth
 from echo_batch.measure.camus_method import CamusFailure, CamusResult, camus_biplane
 from echo_batch.measure.landmarks import (
     GeometryFailure,
@@ -158,16 +158,8 @@ def _load_stills(ref: PatientRef, need_gt: bool) -> dict[ImageKey, _ImageWork]:
         item = _ImageWork(key=key)
         stills[key] = item
         try:
-            item.image = read_image(files.image, patient_dir=ref.folder)
-            if files.gt is not None:
-                item.gt = read_image(files.gt, patient_dir=ref.folder, labels=True)
-                if item.gt.array.shape != item.image.array.shape:
-                    raise InputError(
-                        files.gt,
-                        f"ground truth shape {item.gt.array.shape} differs from the image "
-                        f"{item.image.array.shape}",
-                    )
-            elif need_gt:
+            item.image, item.gt = read_with_truth(files.image, files.gt, patient_dir=ref.folder)
+            if files.gt is None and need_gt:
                 item.error = f"{key}: no ground truth file (--segmentation gt)"
         except InputError as exc:
             item.error = str(exc)
@@ -175,8 +167,8 @@ def _load_stills(ref: PatientRef, need_gt: bool) -> dict[ImageKey, _ImageWork]:
         except Exception as exc:  # a reader defect must not take the other images down
             logger.exception("%s: reading %s failed", ref.patient_id, key)
             item.error = (
-                f"{ref.patient_id} {key}: cannot read {files.gt if item.image else files.image}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{ref.patient_id} {key}: cannot read {files.image}"
+                f"{' or its ground truth' if files.gt else ''}: {type(exc).__name__}: {exc}"
             )
             item.image = item.gt = None
     return stills

@@ -18,7 +18,7 @@ import numpy as np
 
 from echo_batch.domain import ImageFiles, LoopKind, PatientRef, View
 from echo_batch.errors import InputError
-from echo_batch.io.image import EchoImage, EchoSequence, read_sequence
+from echo_batch.io.image import EchoImage, EchoSequence, read_with_truth
 from echo_batch.measure.cycle import Beat, Cycle, beat_of_frames, detect_cycle
 from echo_batch.measure.landmarks import GeometryFailure, ViewGeometry, measure_lv
 from echo_batch.measure.patient import biplane_ml, single_plane_ml
@@ -80,16 +80,10 @@ def read_loop(ref: PatientRef, view: View, need_gt: bool, frame_time_ms: float |
     loop = LoopWork(view=view, files=files, kind=ref.loop_kinds[view], frame_time_ms=frame_time_ms)
     assert files.image is not None
     try:
-        loop.frames = read_sequence(files.image, patient_dir=ref.folder)
-        if files.gt is not None:
-            loop.gt = read_sequence(files.gt, patient_dir=ref.folder, labels=True)
-            if loop.gt.array.shape != loop.frames.array.shape:
-                raise InputError(
-                    files.gt,
-                    f"ground truth shape {loop.gt.array.shape} differs from the loop "
-                    f"{loop.frames.array.shape}",
-                )
-        elif need_gt:
+        loop.frames, loop.gt = read_with_truth(
+            files.image, files.gt, patient_dir=ref.folder, sequence=True
+        )
+        if files.gt is None and need_gt:
             loop.error = f"{ref.patient_id} {view.value} loop: no ground truth file"
     except InputError as exc:
         loop.error = f"{ref.patient_id} {view.value} loop: {exc}"
