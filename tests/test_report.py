@@ -216,26 +216,44 @@ def _as_schema_1_2(out: Path) -> None:
         pq.write_table(table.replace_schema_metadata(metadata), out / name)
 
 
-def test_report_ignores_frames_and_reads_an_out_of_schema_1_2(model_out, tmp_path):
-    """frames.parquet does not change the report (yet); an OUT of schema 1.2 still reports."""
+def test_report_of_stills_is_the_same_in_schema_1_2_and_1_3(model_out, tmp_path):
+    """A stills OUT (empty frames.parquet) and the same OUT of schema 1.2 give the same summary,
+    without a loop section; frame rows added for a stills patient add the loop figures and its
+    volume curve and change nothing else."""
+    run = load_run(model_out)
+    worst = worst_cases(run.patients, primary_comparison(run.patients), 1).patient_id.iloc[0]
     summaries = {}
-    for kind in ("frames", "1.2"):
-        out = tmp_path / kind
+    for kind in ("empty frames", "1.2", "frame rows"):
+        out = tmp_path / kind.replace(" ", "_")
         shutil.copytree(model_out, out, ignore=shutil.ignore_patterns("report"))
         assert pq.read_table(out / FRAMES_FILE).num_rows == 0, "the run wrote an empty one"
-        if kind == "frames":
-            pid = pd.read_parquet(out / PATIENTS_FILE).patient_id.iloc[0]
-            rows = [FrameRecord(pid, "2CH", k, volume_single_ml=90.0 - k) for k in range(5)]
+        if kind == "frame rows":
+            rows = [FrameRecord(worst, "2CH", k, volume_single_ml=90.0 - k) for k in range(5)]
             pq.write_table(to_table(rows, FrameRecord), out / FRAMES_FILE)
-        else:
+        elif kind == "1.2":
             _as_schema_1_2(out)
         result = CliRunner().invoke(app, ["report", str(out), "--worst", "2", "--no-recompute"])
         assert result.exit_code == 0, result.output
         summary = json.loads((out / "report" / "summary.json").read_text())
         assert summary.pop("out") == str(out)
         assert len(summary["gallery"]) == 2
+        page = (out / "report" / "index.html").read_text(encoding="utf-8")
+        assert ('id="loops"' in page) == (kind == "frame rows")
         summaries[kind] = summary
-    assert summaries["frames"] == summaries["1.2"]
+    assert summaries["empty frames"] == summaries["1.2"]
+    assert summaries["1.2"]["loops"] is None
+    assert all("curve" not in g for g in summaries["1.2"]["gallery"])
+    with_rows = summaries["frame rows"]
+    loops = with_rows.pop("loops")
+    assert (loops["patients"], loops["frames"], loops["offsets"]) == (1, 5, [])
+    assert with_rows["gallery"][0] == {
+        **summaries["1.2"]["gallery"][0],
+        "curve": f"gallery/{worst}_cycle.png",
+    }
+    with_rows["gallery"][0].pop("curve")
+    assert with_rows == {k: v for k, v in summaries["1.2"].items() if k != "loops"}
+    curve = tmp_path / "frame_rows" / "report" / "gallery" / f"{worst}_cycle.png"
+    assert curve.read_bytes().startswith(PNG_MAGIC)
 
 
 def test_report_without_references_or_run_json(tmp_path):

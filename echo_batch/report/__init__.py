@@ -1,9 +1,11 @@
 """Cohort report of a run: ``echo-batch report OUT`` writes ``OUT/report/index.html``.
 
 Modules: :mod:`~echo_batch.report.stats` (numbers, pandas), :mod:`~echo_batch.report.plots`
-(PNG plots, matplotlib Agg), :mod:`~echo_batch.report.gallery` (worst cases with contours,
-landmarks and disks), :mod:`~echo_batch.report.html` (the page), :mod:`~echo_batch.report.build`
-(puts them together). Importing this package imports neither matplotlib nor torch.
+(PNG plots, matplotlib Agg), :mod:`~echo_batch.report.loops` (cine-loop figures: frame offsets,
+EF on detected against annotated frames), :mod:`~echo_batch.report.gallery` (worst cases with
+contours, landmarks and disks, and the loops' volume curves), :mod:`~echo_batch.report.html` (the
+page), :mod:`~echo_batch.report.build` (puts them together). Importing this package imports
+neither matplotlib nor torch.
 """
 
 from __future__ import annotations

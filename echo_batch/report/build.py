@@ -12,6 +12,7 @@ from typing import Any
 from echo_batch import atomic
 from echo_batch.report import html, plots
 from echo_batch.report.gallery import GalleryCase, render_gallery
+from echo_batch.report.loops import EF_DETECTED_VS_ANNOTATED, loop_summary
 from echo_batch.report.stats import (
     EF_COMPARISONS,
     VOLUME_COMPARISONS,
@@ -70,12 +71,20 @@ def write_report(
         if primary is not None
         else []
     )
-    summary["gallery"] = [{"patient_id": c.patient_id, "source": c.source} for c in gallery]
+    summary["gallery"] = [_gallery_entry(c, folder) for c in gallery]
     atomic.write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     index = folder / "index.html"
     atomic.write_text(index, render_page(run, summary, figures, gallery))
     logger.info("report written to %s in %.1f s", index, time.perf_counter() - started)
     return index
+
+
+def _gallery_entry(case: GalleryCase, folder: Path) -> dict[str, Any]:
+    """``summary.json``'s gallery entry; ``curve`` (relative to the report) only for loops."""
+    entry: dict[str, Any] = {"patient_id": case.patient_id, "source": case.source}
+    if case.curve is not None:
+        entry["curve"] = _rel(case.curve, folder)
+    return entry
 
 
 def summarise(run: RunData) -> dict[str, Any]:
@@ -94,6 +103,7 @@ def summarise(run: RunData) -> dict[str, Any]:
         "qc": flagged_groups(patients, primary),
         "flags": flag_counts(patients, run.images),
         "segmentation": segmentation_table(run.images),
+        "loops": loop_summary(run),
     }
     if primary is not None:
         summary["by_image_quality"] = grouped_agreement(patients, primary, "image_quality")
@@ -275,6 +285,87 @@ def _groups_section(summary: dict[str, Any], figures: dict[str, Path], root: Pat
     return html.section("groups", "Results by image quality and EF category", *parts)
 
 
+OFFSET_HEADERS = [
+    "view",
+    "instant",
+    "n",
+    "mean",
+    "SD",
+    "mean |offset|",
+    "max |offset|",
+    "exact",
+    "within 1",
+    "beyond 1",
+    "other beat used",
+]
+
+
+def _loops_section(loops: dict[str, Any]) -> str:
+    """Cine loops: what was measured, detected-minus-annotated frame offsets and EF difference."""
+    by_source = loops["patients_by_frames_source"]
+    items = [
+        (str(loops["patients"]), "patients with loops"),
+        (str(loops["loops"]), "loops"),
+        (str(loops["frames"]), "frames segmented"),
+        (str(loops["qc_rejected_frames"]), "frames QC-rejected"),
+        (", ".join(f"{k} {v}" for k, v in sorted(by_source.items())) or "\u2013", "frames source"),
+    ]
+    parts = [html.kpis(items)]
+    offsets = loops["offsets"]
+    if offsets:
+        rows = [
+            [
+                html.fmt(r["view"]),
+                html.fmt(r["instant"]),
+                str(r["n"]),
+                html.fmt(r["mean"], 2, True),
+                html.fmt(r["sd"], 2),
+                html.fmt(r["mean_abs"], 2),
+                str(r["max_abs"]),
+                html.pct(r["exact_share"]),
+                html.pct(r["within_1_share"]),
+                html.pct(r["beyond_1_share"]),
+                html.pct(r["other_beat_share"]),
+            ]
+            for r in offsets
+        ]
+        parts += [
+            "<h3>Detected minus annotated ED/ES frames</h3>",
+            html.table(OFFSET_HEADERS, rows, text_columns=2),
+            html.paragraph(
+                "Offset: the detected frame of the same instant nearest to the annotated one, over "
+                "every beat of the loop, minus the annotated frame (frames; within 1 includes "
+                "exact). Other beat used: the results use another beat's frame (the beat of "
+                "median EF of a multi-beat loop).",
+                "note",
+            ),
+        ]
+    stats = loops["ef_detected_vs_annotated"]
+    if stats is not None:
+        comparison = EF_DETECTED_VS_ANNOTATED
+        parts += [
+            "<h3>EF on the detected against the annotated frames</h3>",
+            html.table(
+                ["difference", *STATS_HEADERS],
+                [
+                    [
+                        html.fmt(f"{comparison.measured} - {comparison.reference}"),
+                        *_stats_cells(stats),
+                    ]
+                ],
+            ),
+        ]
+    if not offsets and stats is None:
+        parts.append(
+            html.paragraph(
+                "No patient has both detected and annotated frames (run --frames detected on "
+                "annotated data to measure the agreement).",
+                "note",
+            )
+        )
+    return html.section("loops", "Cine loops", *parts)
+
+
 def _qc_section(summary: dict[str, Any], figures: dict[str, Path], root: Path) -> str:
     rows = []
     for r in summary["flags"]:
@@ -351,12 +442,28 @@ def _gallery_section(gallery: list[GalleryCase], root: Path) -> str:
             "note",
         )
     ]
+    if any(case.curve is not None for case in gallery):
+        parts.append(
+            html.paragraph(
+                "Loop patients: the panels are the loop frames the results use (frame number in "
+                "the panel title, 0-based); the volume curve shows every frame, the ED (triangle "
+                "up) and ES (triangle down) of every beat, the frames used (circled), the "
+                "annotated frames (dashed) and the QC-rejected frames (red crosses), which are "
+                "never taken as ED or ES.",
+                "note",
+            )
+        )
     for case in gallery:
         if case.png is None:
-            parts.append(html.paragraph(f"{case.caption} \u2014 {case.source}"))
+            text = f"{case.caption} \u2014 {case.source}"
+            if case.curve is not None:
+                text += " (contours not available; the volume curve follows)"
+            parts.append(html.paragraph(text))
         else:
             caption = f"{case.caption}\ncontour source: {case.source}"
             parts.append(html.figure(_rel(case.png, root), case.patient_id, caption))
+        if case.curve is not None:
+            parts.append(html.figure(_rel(case.curve, root), f"{case.patient_id} volume curve", ""))
     return html.section("gallery", "Worst cases", *parts)
 
 
@@ -375,6 +482,7 @@ def render_page(
     sections = [
         _summary_section(summary),
         _agreement_section(summary, figures, root),
+        *([_loops_section(summary["loops"])] if summary["loops"] is not None else []),
         _qc_section(summary, figures, root),
         _groups_section(summary, figures, root),
         _segmentation_section(summary, figures, root),

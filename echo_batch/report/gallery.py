@@ -10,6 +10,12 @@ Where the predicted label maps come from, in order:
 
 Landmarks and disks are those of :func:`echo_batch.measure.landmarks.measure_lv` on the predicted
 mask, so the picture shows exactly what was measured.
+
+For a patient whose results use loop frames (``ed_frame_2ch`` ... in ``patients.parquet``), the
+panels are those frames of the view's loop file (its per-frame expert masks for the expert
+contour), and a second figure shows each loop's volume curve from ``frames.parquet`` with the ED
+and ES of every beat, the frames used, the annotated frames and the QC-rejected frames
+(:func:`echo_batch.report.plots.cycle_plot`).
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echo_batch.domain import IMAGE_KEYS, ImageKey, Label, PatientRef
-from echo_batch.io.image import EchoImage, read_image
+from echo_batch.domain import IMAGE_KEYS, ImageKey, Instant, Label, PatientRef, View
+from echo_batch.errors import InputError
+from echo_batch.io.image import EchoImage, EchoSequence, read_image, read_sequence
 from echo_batch.measure.landmarks import ViewGeometry, disk_chords, measure_lv
-from echo_batch.report.plots import figure, save
+from echo_batch.report.loops import loop_frames
+from echo_batch.report.plots import cycle_plot, figure, save
 from echo_batch.report.stats import Comparison, RunData
 
 logger = logging.getLogger(__name__)
@@ -44,12 +52,14 @@ class GalleryCase:
         png: the figure, or None when the images could not be read.
         caption: measured and reference values, flags.
         source: where the drawn predicted contour comes from (or why there is none).
+        curve: the loops' volume curves, or None for a patient without frame rows.
     """
 
     patient_id: str
     png: Path | None
     caption: str
     source: str
+    curve: Path | None = None
 
 
 @dataclass
@@ -58,20 +68,62 @@ class _Panel:
     image: EchoImage
     expert: np.ndarray | None
     predicted: np.ndarray | None
+    frame: int | None = None  # loop frame the image is, None for a still
 
 
-def _load_panels(ref: PatientRef) -> list[_Panel]:
+def _loop_frame(sequence: EchoSequence, index: int) -> EchoImage:
+    """Frame ``index`` of a loop as a still on the loop's grid."""
+    if not 0 <= index < sequence.array.shape[0]:
+        raise InputError(
+            sequence.path, f"frame {index} outside the loop's {sequence.array.shape[0]} frames"
+        )
+    return EchoImage(
+        array=sequence.array[index],
+        spacing=sequence.geometry.spacing,
+        path=sequence.path,
+        known_geometry=sequence.geometry,
+    )
+
+
+def _loop_panels(ref: PatientRef, view: View, frames: dict[Instant, int]) -> list[_Panel]:
+    """The panels of one view whose results use loop frames (``frames``: instant -> frame)."""
+    files = ref.sequences.get(view)
+    if files is None or files.image is None:
+        raise InputError(ref.folder, f"no {view.value} loop file for the loop frames of the run")
+    loop = read_sequence(files.image, patient_dir=ref.folder)
+    gt = None
+    if files.gt is not None:
+        gt = read_sequence(files.gt, patient_dir=ref.folder, labels=True)
     panels = []
     for key in IMAGE_KEYS:
+        if key.view == view and key.instant in frames:
+            index = frames[key.instant]
+            expert = None if gt is None else _loop_frame(gt, index).array
+            panels.append(_Panel(key, _loop_frame(loop, index), expert, None, frame=index))
+    return panels
+
+
+def _load_panels(ref: PatientRef, row: pd.Series | None = None) -> list[_Panel]:
+    """The patient's ED and ES images: stills, or the loop frames its results use.
+
+    Args:
+        ref: the patient's files.
+        row: its ``patients.parquet`` row (None, or no loop frame: the stills).
+    """
+    from_loops = loop_frames(row) if row is not None else {}
+    panels = []
+    for view, frames in from_loops.items():
+        panels.extend(_loop_panels(ref, view, frames))
+    for key in IMAGE_KEYS:
         files = ref.images.get(key)
-        if files is None or files.image is None:
+        if key.view in from_loops or files is None or files.image is None:
             continue
         image = read_image(files.image, patient_dir=ref.folder)
         expert = None
         if files.gt is not None:
             expert = read_image(files.gt, patient_dir=ref.folder, labels=True).array
         panels.append(_Panel(key, image, expert, None))
-    return panels
+    return sorted(panels, key=lambda p: IMAGE_KEYS.index(p.key))
 
 
 def _saved_mask(out: Path, patient_id: str, key: ImageKey) -> np.ndarray | None:
@@ -79,12 +131,20 @@ def _saved_mask(out: Path, patient_id: str, key: ImageKey) -> np.ndarray | None:
     return read_image(path, labels=True).array if path.is_file() else None
 
 
+def chunk_config(run: RunData) -> dict:
+    """How the run segmented: ``run.json`` ``config.chunk`` (the run options of echo-batch 1.3),
+    or ``config`` itself in the flat layout of earlier runs (empty without ``run.json``)."""
+    config = run.run.get("config") or {}
+    chunk = config.get("chunk")
+    return chunk if isinstance(chunk, dict) else config
+
+
 def _recompute(panels: list[_Panel], run: RunData) -> str:
     """Segment the panels with the run's bundle; returns the source note."""
     from echo_batch.run.chunk import get_engine
     from echo_batch.run.options import ChunkOptions
 
-    config = run.run.get("config", {})
+    config = chunk_config(run)
     model = config.get("model")
     options = ChunkOptions(
         model=Path(model) if model not in (None, "None") else None,
@@ -106,7 +166,7 @@ def fill_predictions(
     panels_by_patient: dict[str, list[_Panel]], run: RunData, recompute: bool
 ) -> dict[str, str]:
     """Set ``predicted`` on every panel; returns the source note per patient."""
-    segmentation = run.run.get("config", {}).get("segmentation", "model")
+    segmentation = chunk_config(run).get("segmentation", "model")
     notes: dict[str, str] = {}
     todo: list[_Panel] = []
     for pid, panels in panels_by_patient.items():
@@ -178,6 +238,8 @@ def _panel_title(panel: _Panel, images: pd.DataFrame, patient_id: str) -> str:
         & (images.instant == panel.key.instant.value)
     ]
     title = str(panel.key).replace("_", " ")
+    if panel.frame is not None:
+        title += f", loop frame {panel.frame}"
     if row.empty:
         return title
     r = row.iloc[0]
@@ -241,8 +303,53 @@ def _caption(row: pd.Series, comparison: Comparison) -> str:
     quality = row.get("image_quality")
     if isinstance(quality, str):
         text += f", image quality {quality}"
+    loop = _loop_caption(row)
+    if loop:
+        text += f"\n{loop}"
     flags = list(row.get("qc_flags") or [])
     return text + (f"\nflags: {', '.join(flags)}" if flags else "\nno QC flag")
+
+
+def _loop_caption(row: pd.Series) -> str:
+    """Where a loop patient's frames come from, its beats and heart rate ('' for stills)."""
+    if not loop_frames(row):
+        return ""
+    parts = [f"frames {row.get('frames_source') or 'from the loops'}"]
+    beats, sd = row.get("n_beats"), row.get("ef_beats_sd_pct")
+    if beats is not None and pd.notna(beats):
+        parts.append(f"{int(beats)} beat{'s' if beats != 1 else ''}")
+    if sd is not None and pd.notna(sd):
+        parts.append(f"EF SD over beats {sd:.1f}")
+    rate = row.get("heart_rate_bpm")
+    if rate is not None and pd.notna(rate):
+        parts.append(f"heart rate {rate:.0f} bpm")
+    annotated = row.get("ef_annotated_pct")
+    if annotated is not None and pd.notna(annotated):
+        parts.append(f"EF on the annotated frames {annotated:.1f}")
+    return ", ".join(parts)
+
+
+def _frames_by_view(row: pd.Series, annotated: bool) -> dict[str, dict[str, int]]:
+    """``{"2CH": {"ED": frame, "ES": frame}, ...}`` of the used (or annotated) loop frames."""
+    return {
+        view.value: {instant.value: frame for instant, frame in frames.items()}
+        for view, frames in loop_frames(row, annotated=annotated).items()
+    }
+
+
+def render_curve(run: RunData, row: pd.Series, path: Path) -> Path | None:
+    """The volume curves of one patient's loops (None without frame rows)."""
+    frames = run.frames
+    if frames.empty:
+        return None
+    rows = frames[frames["patient_id"] == row["patient_id"]]
+    title = f"{row['patient_id']}: volume over the loop"
+    loop = _loop_caption(row)
+    if loop:
+        title += f"\n{loop}"
+    used = _frames_by_view(row, annotated=False)
+    annotated = _frames_by_view(row, annotated=True)
+    return cycle_plot(rows, used, annotated, title, path)
 
 
 def render_gallery(
@@ -277,13 +384,14 @@ def render_gallery(
         refs = {p.patient_id: p for p in discover(root).patients}
     panels: dict[str, list[_Panel]] = {}
     problems: dict[str, str] = {}
-    for pid in cases.patient_id:
+    for _, row in cases.iterrows():
+        pid = row["patient_id"]
         ref = refs.get(pid)
         if ref is None:
             problems[pid] = f"patient folder not found under DATA ({root})"
             continue
         try:
-            panels[pid] = _load_panels(ref)
+            panels[pid] = _load_panels(ref, row)
         except Exception as exc:  # an unreadable file never stops the report
             problems[pid] = f"images could not be read: {exc}"
     notes = fill_predictions(panels, run, recompute)
@@ -291,9 +399,14 @@ def render_gallery(
     for _, row in cases.iterrows():
         pid = row["patient_id"]
         caption = _caption(row, comparison)
+        try:
+            curve = render_curve(run, row, folder / f"{pid}_cycle.png")
+        except Exception as exc:  # a curve that cannot be drawn never stops the report
+            logger.warning("gallery: %s: volume curve not drawn: %s", pid, exc)
+            curve = None
         if pid in problems:
-            result.append(GalleryCase(pid, None, caption, problems[pid]))
+            result.append(GalleryCase(pid, None, caption, problems[pid], curve))
             continue
         path = render_case(pid, panels[pid], run.images, caption, folder / f"{pid}.png")
-        result.append(GalleryCase(pid, path, caption, notes.get(pid, "")))
+        result.append(GalleryCase(pid, path, caption, notes.get(pid, ""), curve))
     return result

@@ -253,3 +253,100 @@ def volume_plot(
             title=f"{comparison.measured}: bias {stats['bias']:+.1f}, SD {stats['sd']:.1f}",
         )
     return save(fig, path)
+
+
+ED_MARK = "#d35400"
+ES_MARK = "#2980b9"
+
+
+def _curve_axes(rows: pd.DataFrame) -> tuple[np.ndarray, str, np.ndarray, str]:
+    """x (time when every frame has one, else frame) and y (mL, else relative volume) of a loop."""
+    time = pd.to_numeric(rows["time_ms"], errors="coerce")
+    if time.notna().all():
+        x, x_label = time.to_numpy(float), "time (ms)"
+    else:
+        x, x_label = rows["frame"].to_numpy(float), "frame"
+    volume = pd.to_numeric(rows["volume_single_ml"], errors="coerce")
+    if volume.notna().any():
+        return x, x_label, volume.to_numpy(float), "single-plane volume (mL)"
+    relative = pd.to_numeric(rows["volume_rel"], errors="coerce").to_numpy(float)
+    return x, x_label, relative, "volume / largest volume"
+
+
+def cycle_plot(
+    frames: pd.DataFrame,
+    chosen: dict[str, dict[str, int]],
+    annotated: dict[str, dict[str, int]],
+    title: str,
+    path: Path,
+) -> Path | None:
+    """Volume curve of each loop of one patient with its ED and ES marks.
+
+    One panel per view: the single-plane volume of every frame (the volume relative to the loop's
+    largest when the spacing is unknown) against time (frame index without a frame time); ED
+    (triangle up) and ES (triangle down) of every beat; the frames the results use, circled; the
+    annotated frames as dashed lines; QC-rejected frames as red crosses (at the foot of the panel
+    when the frame has no volume).
+
+    Args:
+        frames: ``frames.parquet`` rows of one patient.
+        chosen: per view (``"2CH"``), the ``{"ED": frame, "ES": frame}`` the results use.
+        annotated: per view, the annotated frames (empty without annotation).
+        title: figure title.
+        path: where the PNG goes.
+
+    Returns:
+        The PNG path, or None without frame rows.
+    """
+    if frames.empty:
+        return None
+    views = sorted(frames["view"].unique())
+    fig = figure(4.6 * len(views), 3.4)
+    axes = np.atleast_1d(fig.subplots(1, len(views)))
+    for ax, view in zip(axes, views, strict=True):
+        rows = frames[frames["view"] == view].sort_values("frame")
+        x, x_label, y, y_label = _curve_axes(rows)
+        at = dict(zip(rows["frame"].astype(int), zip(x, y, strict=True), strict=True))
+        ax.plot(x, y, "-o", color="#34495e", lw=1.0, ms=2.5, label="every frame")
+        for flag, marker, colour, name in (
+            ("is_ed", "^", ED_MARK, "ED (every beat)"),
+            ("is_es", "v", ES_MARK, "ES (every beat)"),
+        ):
+            marked = rows[rows[flag].fillna(False).astype(bool)]
+            points = np.array([at[int(f)] for f in marked["frame"]]).reshape(-1, 2)
+            ax.plot(points[:, 0], points[:, 1], marker, color=colour, ms=7, ls="", label=name)
+        picked = [at[f] for f in chosen.get(view, {}).values() if f in at]
+        if picked:
+            px, py = np.array(picked).T
+            ax.plot(px, py, "o", mfc="none", mec="black", ms=12, mew=1.3, ls="", label="used")
+        label = "annotated"
+        for frame in annotated.get(view, {}).values():
+            if frame in at:
+                ax.axvline(at[frame][0], color="grey", ls="--", lw=1, label=label)
+                label = None
+        rejected = rows["qc_rejected"].fillna(False).astype(bool).to_numpy()
+        if rejected.any():
+            finite = rejected & np.isfinite(y)
+            ax.plot(x[finite], y[finite], "x", color=FLAGGED, ms=7, ls="", label="QC-rejected")
+            foot = rejected & ~np.isfinite(y)
+            ax.plot(
+                x[foot],
+                np.zeros(int(foot.sum())),
+                "x",
+                color=FLAGGED,
+                ms=7,
+                ls="",
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+            )
+        ax.set(xlabel=x_label, ylabel=y_label, title=f"{view} loop, {len(rows)} frames")
+        ax.tick_params(labelsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)

@@ -9,7 +9,7 @@ comparisons below.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pandas as pd
 from echo_batch.clinical import ef_category
 from echo_batch.qc.agreement import EF_COMPARISONS, Comparison, agreement
 from echo_batch.qc.flags import QC_THRESHOLDS, QCFlag
+from echo_batch.store.files import FRAMES_FILE
 
 QUALITY_ORDER = ("Good", "Medium", "Poor", "unknown")
 CATEGORY_ORDER = ("reduced", "mildly_reduced", "preserved", "unknown")
@@ -46,16 +47,19 @@ class RunData:
         patients: ``patients.parquet``.
         images: ``images.parquet``.
         run: ``run.json`` (empty when absent).
+        frames: ``frames.parquet`` (empty when absent: stills only, or schema < 1.3).
     """
 
     out: Path
     patients: pd.DataFrame
     images: pd.DataFrame
     run: dict[str, Any]
+    frames: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_run(out: Path) -> RunData:
-    """Read ``OUT/patients.parquet``, ``OUT/images.parquet`` and ``OUT/run.json``.
+    """Read ``OUT/patients.parquet``, ``OUT/images.parquet``, ``OUT/run.json`` and, when
+    present, ``OUT/frames.parquet``.
 
     Raises:
         FileNotFoundError: ``patients.parquet`` or ``images.parquet`` is missing.
@@ -65,11 +69,13 @@ def load_run(out: Path) -> RunData:
     images = pd.read_parquet(out / "images.parquet")
     run_path = out / "run.json"
     run = json.loads(run_path.read_text(encoding="utf-8")) if run_path.is_file() else {}
+    frames_path = out / FRAMES_FILE
+    frames = pd.read_parquet(frames_path) if frames_path.is_file() else pd.DataFrame()
     for frame in (patients, images):
         if "qc_flags" not in frame:
             frame["qc_flags"] = None
         frame["qc_flags"] = frame["qc_flags"].map(lambda v: [] if v is None else list(v))
-    return RunData(out=out, patients=patients, images=images, run=run)
+    return RunData(out=out, patients=patients, images=images, run=run, frames=frames)
 
 
 def paired_values(patients: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
