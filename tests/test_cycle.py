@@ -163,6 +163,19 @@ def test_first_minimum_without_ed_is_no_beat_and_es_follows_ed() -> None:
     assert beat_of_frames(cycle, len(v))[:5].tolist() == [-1] * 5
 
 
+def test_pointed_ed_near_the_start_is_compared_at_its_raw_level() -> None:
+    # 30 fps: a 3-frame window. A pointed ED (100) at frame 2, a straight fall to ES (50) at 11, a
+    # straight rise to 100 on the last frame. Smoothed, the ED peak is (90 + 100 + 94.44) / 3 =
+    # 94.81 and too little prominent on its left (84.17) to be closed, while the last frame's end
+    # fit keeps 100: against the smoothed maximum minus 0.1 of the smoothed range (95.39) the ED
+    # was dropped and the loop had no beat (a synthetic 96-px loop, seed 2, did this). At its raw
+    # level, 100 >= 100 - 0.1 * 50, it is an ED; the last frame is no ED (no peak in its 3 frames).
+    v = np.array([85, 90, *(100 - 50 * np.arange(10) / 9), *(50 + 50 * np.arange(1, 9) / 8)])
+    cycle = detect_cycle(v, 1000.0 / 30.0)
+    assert cycle.smoothed[[2, 19]] == pytest.approx([(90 + 100 + 100 - 50 / 9) / 3, 100.0])
+    assert cycle.beats == (Beat(2, 11, None),)
+
+
 def test_last_beat_counts_only_after_a_complete_systole() -> None:
     base = [100, 99, 85, 65, 52, 50, 60, 75, 88, 98, 100, 98, 84, 64, 51]
     ends_at_es = detect_cycle(np.array(base, float), 40.0)  # clip ends at the minimum

@@ -215,7 +215,7 @@ def _full_loop(raw: np.ndarray, frame_time_ms: float | None) -> Cycle:
     radius = max(1, window // 2)  # how far the smoothing can move an extreme
     smoothed_out = np.where(ok, smooth, np.nan)
 
-    peaks = _ed_peaks(raw, smooth, min_distance)
+    peaks = _ed_peaks(raw, smooth, min_distance, radius)
     eds = sorted({e for p in peaks if (e := _extreme_near(raw, p, radius, np.nanargmax)) >= 0})
     if not eds:
         return Cycle((), smoothed_out, None, NoBeatReason.NO_ED)
@@ -236,27 +236,37 @@ def _full_loop(raw: np.ndarray, frame_time_ms: float | None) -> Cycle:
     return Cycle(tuple(beats), smoothed_out, _heart_rate(raw, eds, frame_time_ms), None)
 
 
-def _ed_peaks(raw: np.ndarray, smooth: np.ndarray, min_distance: float) -> list[int]:
+def _ed_peaks(raw: np.ndarray, smooth: np.ndarray, min_distance: float, radius: int) -> list[int]:
     """ED candidates: peaks of the smoothed curve (frame indices, before refinement).
 
     A closed peak (the curve falls by the prominence on both sides within the clip) is an ED. An
     open peak (on an edge frame, or near an edge with no fall beyond it; found by padding the
     curve with its minimum) is an ED only when it reaches the level of the closed peaks (or the
-    maximum) within ``EDGE_ED_TOLERANCE``, and on the edge frame itself only when
+    maximum) within ``EDGE_ED_TOLERANCE`` of the range, and on the edge frame itself only when
     :func:`_edge_is_ed` holds: a diastasis plateau or a mid-systolic start is not an ED.
+
+    The levels are compared on the raw curve, at the raw maximum within ``radius`` of each peak
+    (where the ED is refined to): the smoothing lowers an interior peak, while on the last frames
+    its end fit follows the raw curve, so a pointed ED near the clip's start could fall below a
+    level set by an edge frame on the smoothed curve alone.
     """
     span = float(smooth.max() - smooth.min())
     kw = {"distance": max(1.0, min_distance), "prominence": MIN_PROMINENCE * span}
     closed = set(find_peaks(smooth, **kw)[0].tolist())
     padded = np.concatenate(([smooth.min()], smooth, [smooth.min()]))
     candidates = (find_peaks(padded, **kw)[0] - 1).tolist()
-    level = np.median(smooth[sorted(closed)]) if closed else smooth.max()
-    floor = level - EDGE_ED_TOLERANCE * span
+
+    def top(p: int) -> float:  # raw ED level near a peak (-inf: no valid frame near it)
+        ed = _extreme_near(raw, p, radius, np.nanargmax)
+        return float(raw[ed]) if ed >= 0 else -np.inf
+
+    level = np.median([top(p) for p in sorted(closed)]) if closed else np.nanmax(raw)
+    floor = level - EDGE_ED_TOLERANCE * float(np.nanmax(raw) - np.nanmin(raw))
     last = smooth.size - 1
     return [
         p
         for p in candidates
-        if p in closed or (smooth[p] >= floor and (0 < p < last or _edge_is_ed(raw, p)))
+        if p in closed or (top(p) >= floor and (0 < p < last or _edge_is_ed(raw, p)))
     ]
 
 
