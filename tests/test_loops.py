@@ -174,3 +174,18 @@ def test_the_real_camus_loop(tmp_path):
     (ref,) = [p for p in discover(CAMUS224).patients if p.patient_id == "patient0500"]
     (still,) = process_chunk([ref], ChunkOptions(threads=2)).patients
     assert abs(loop.ef_2ch_pct - still.ef_2ch_pct) <= 5.0
+
+
+def test_a_small_hearts_true_es_is_not_rejected_for_its_size(tmp_path):
+    """Size-plausibility flags describe the heart, not the segmentation: they must not keep the
+    smallest frame from being ES (seed 3, patient0002 2CH at 96 px: its true ES frames raise
+    ``lv_length_implausible`` on the expert masks; ES came out 3 frames early before)."""
+    root = synth_cohort(tmp_path / "c", 2, seed=3, fmt="nifti", max_side=96, loops=True)
+    with (root / "truth.csv").open() as fh:
+        truth = {row["patient_id"]: row for row in csv.DictReader(fh)}
+    refs = [r for r in discover(root).patients if r.patient_id == "patient0002"]
+    result = process_chunk(refs, _gt(FramesMode.DETECTED))
+    rows = [f for f in result.frames if f.view == "2CH"]
+    detected_es = [f.frame for f in rows if f.is_es]
+    true_es = [int(v) for v in truth["patient0002"]["es_frames_2ch"].split()]
+    assert detected_es == true_es
