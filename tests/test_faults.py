@@ -296,7 +296,9 @@ def test_full_disk_is_a_clear_error_and_earlier_results_stay(cohort, reference, 
     # chunks are recorded concurrently (Prefect's thread pool): which three files fit depends on
     # the order of the writes; whatever fits is a complete, readable file
     parts = sorted(p.name for p in (out / PARTS_DIR).iterdir())
-    assert len(parts) == 3 and all(pq.read_table(out / PARTS_DIR / p) for p in parts)
+    assert len(parts) == 3
+    for part in parts:  # readable whole; a stills chunk's frames part has zero rows (a falsy Table)
+        assert pq.read_table(out / PARTS_DIR / part).num_columns > 0
     assert _hidden_leftovers(out) == [] and not (out / LOCK_HOLDER_FILE).exists()
     saved = [  # patients of a chunk whose patients part (written after the others) fits
         pid
