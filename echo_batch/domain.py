@@ -108,13 +108,18 @@ class InputFormat(StrEnum):
 
     CAMUS2019 = "camus2019"
     CAMUS2023 = "camus2023"
+    DICOM = "dicom"  # DICOM files exported from an archive (ultrasound, single- or multi-frame)
+    ECHONET = "echonet"  # EchoNet-Dynamic layout: FileList.csv + Videos/*.avi
+    MANIFEST = "manifest"  # any supported file listed by a manifest CSV
 
 
 class SpacingSource(StrEnum):
     """Where a clip's pixel spacing came from (``none``: volumes are null, EF is still measured)."""
 
     HEADER = "header"  # the image header (NIfTI, MetaImage)
-    NONE = "none"
+    DICOM_REGION = "dicom_region"  # the 2-D tissue region of DICOM's Sequence of Ultrasound Regions
+    MANIFEST = "manifest"  # spacing_row_mm / spacing_col_mm of a manifest row
+    NONE = "none"  # no spacing, or a calibration that was refused (the reason is recorded)
 
 
 class LoopKind(StrEnum):
