@@ -199,6 +199,31 @@ class CfgInfo:
 
 
 @dataclass(frozen=True)
+class ClipMeta:
+    """What an input other than a CAMUS folder says about one view's loop.
+
+    CAMUS patients carry this in their ``Info_*.cfg`` files instead (``PatientRef.cfgs``).
+
+    Attributes:
+        input_format: format of the loop file (decides the reader).
+        ed_frame: annotated end-diastolic frame, 0-based, or None.
+        es_frame: annotated end-systolic frame, 0-based, or None.
+        spacing_mm: ``(row_mm, col_mm)`` given by a manifest; it replaces the file's own.
+        frame_time_ms: time between frames given by the input (manifest, FileList), ms.
+        n_frames: frame count the input declares (EchoNet FileList); the reader checks it.
+        tracings: EchoNet ``VolumeTracings.csv`` holding expert LV tracings of this loop.
+    """
+
+    input_format: InputFormat
+    ed_frame: int | None = None
+    es_frame: int | None = None
+    spacing_mm: tuple[float, float] | None = None
+    frame_time_ms: float | None = None
+    n_frames: int | None = None
+    tracings: Path | None = None
+
+
+@dataclass(frozen=True)
 class PatientRef:
     """One discovered patient: where its files are and what is missing.
 
@@ -212,6 +237,9 @@ class PatientRef:
         loop_kinds: what each view's loop holds (half sequence or full loop).
         cfgs: cfg file per view that exists.
         problems: human-readable notes on odd or missing entries.
+        input_format: format of the input (None: the CAMUS format of ``release``).
+        clip_meta: per view with a loop, what a non-CAMUS input says about it.
+        ef_ref_pct: reference EF given by the input (manifest, EchoNet FileList), percent.
     """
 
     patient_id: str
@@ -223,6 +251,16 @@ class PatientRef:
     loop_kinds: dict[View, LoopKind] = field(default_factory=dict)
     cfgs: dict[View, Path] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    input_format: InputFormat | None = None
+    clip_meta: dict[View, ClipMeta] = field(default_factory=dict)
+    ef_ref_pct: float | None = None
+
+    @property
+    def format(self) -> InputFormat:
+        """Format of the patient's input."""
+        if self.input_format is not None:
+            return self.input_format
+        return InputFormat.CAMUS2019 if self.release == Release.CAMUS2019 else InputFormat.CAMUS2023
 
     @property
     def views(self) -> tuple[View, ...]:

@@ -240,8 +240,10 @@ def validate_root(root: Path | str) -> Path:
         InputError: the root does not exist, is not a folder or cannot be listed.
     """
     root = Path(root).expanduser()
+    if _is_manifest(root):
+        return root.resolve()
     if not root.is_dir():
-        raise InputError(root, "DATA root is not a readable folder")
+        raise InputError(root, "DATA root is not a readable folder or a manifest .csv file")
     try:
         with os.scandir(root):
             pass
@@ -250,12 +252,17 @@ def validate_root(root: Path | str) -> Path:
     return root.resolve()
 
 
-def discover(root: Path | str) -> Manifest:
+def _is_manifest(root: Path) -> bool:
+    return root.suffix.lower() == ".csv" and root.is_file()
+
+
+def discover(root: Path | str, *, files_root: Path | str | None = None) -> Manifest:
     """Find every patient under a DATA root.
 
     Args:
-        root: a CAMUS 2019 or 2023 root, a ``database_nifti`` folder, or any folder of patient
-            folders.
+        root: a CAMUS 2019 or 2023 root, a ``database_nifti`` folder, any folder of patient
+            folders, or a manifest CSV (:mod:`echo_batch.io.manifest`).
+        files_root: for a manifest, the folder its files must lie in (default: its own folder).
 
     Returns:
         Manifest of patients sorted by id, with problems.
@@ -264,6 +271,14 @@ def discover(root: Path | str) -> Manifest:
         InputError: the root does not exist or cannot be listed.
     """
     root = validate_root(root)
+    if _is_manifest(root):
+        from echo_batch.io.manifest import discover_manifest
+
+        return discover_manifest(root, files_root=files_root)
+    if (root / "FileList.csv").is_file() and (root / "Videos").is_dir():
+        from echo_batch.io.echonet_discovery import discover_echonet
+
+        return discover_echonet(root)
     parents, split_dir = _patient_parents(root)
     split_of: dict[str, Split] = {}
     problems: list[Problem] = []

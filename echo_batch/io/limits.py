@@ -16,14 +16,15 @@ class InputLimits:
 
     Attributes:
         max_side_px: largest accepted image side, pixels (CAMUS natives are <= 1181).
-        max_frames: largest accepted number of frames in a sequence.
+        max_frames: largest accepted number of frames in a sequence (EchoNet-Dynamic's
+            longest videos hold about 1,000 frames; memory is bounded by ``max_decoded_bytes``).
         max_decoded_bytes: largest decoded pixel buffer, bytes.
         max_header_bytes: largest accepted ``.mhd`` header or ``.cfg`` file, bytes.
         max_spacing_mm: largest accepted pixel spacing, mm.
     """
 
     max_side_px: int = 4096
-    max_frames: int = 512
+    max_frames: int = 2048
     max_decoded_bytes: int = 1 << 30
     max_header_bytes: int = 64 * 1024
     max_spacing_mm: float = 10.0

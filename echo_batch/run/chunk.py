@@ -27,7 +27,6 @@ from echo_batch.domain import (
     Instant,
     Label,
     PatientRef,
-    Release,
     SegmentationSource,
     SpacingSource,
     Status,
@@ -48,6 +47,7 @@ from echo_batch.measure.volumes import area_length_ml
 from echo_batch.qc.flags import is_blocking, patient_flags
 from echo_batch.qc.metrics import contour_distances_mm, dice_by_label
 from echo_batch.run.loops import (
+    SIZE_FLAGS,
     BeatSummary,
     LoopMeasure,
     LoopWork,
@@ -198,9 +198,11 @@ def _load_patient(ref: PatientRef, need_gt: bool, mode: FramesMode) -> _PatientW
             work.images = stills
     if use_loops:
         for view in ref.sequences:
-            cfg = work.cfgs.get(view)
+            cfg, meta = work.cfgs.get(view), ref.clip_meta.get(view)
             rate = None if cfg is None else cfg.frame_rate_hz
             frame_time = 1000.0 / rate if rate else None
+            if meta is not None and meta.frame_time_ms is not None:
+                frame_time = meta.frame_time_ms
             work.loops[view] = read_loop(ref, view, need_gt, frame_time)
         annotated_only = mode != FramesMode.DETECTED and bool(_annotated_frames(work))
         work.frames_source = FramesSource.ANNOTATED if annotated_only else FramesSource.DETECTED
@@ -210,16 +212,20 @@ def _load_patient(ref: PatientRef, need_gt: bool, mode: FramesMode) -> _PatientW
             "and no ED/ES frame indices in the cfg"
             if ref.sequences
             else f"{ref.patient_id}: no images and no loops"
+            + (f" ({'; '.join(ref.problems)})" if ref.problems else "")
         )
     return work
 
 
 def _annotated_frames(work: _PatientWork) -> dict[View, tuple[int, int]]:
-    """0-based (ED, ES) loop frames that the cfg annotates, per view with a loop."""
+    """0-based (ED, ES) loop frames that the input annotates (a CAMUS cfg, 1-based in the file;
+    a manifest or EchoNet's tracings, 0-based), per view with a loop."""
     found = {}
     for view in work.ref.sequences:
-        cfg = work.cfgs.get(view)
-        if cfg is not None and cfg.ed_frame and cfg.es_frame:
+        cfg, meta = work.cfgs.get(view), work.ref.clip_meta.get(view)
+        if meta is not None and meta.ed_frame is not None and meta.es_frame is not None:
+            found[view] = (meta.ed_frame, meta.es_frame)
+        elif cfg is not None and cfg.ed_frame and cfg.es_frame:
             found[view] = (cfg.ed_frame - 1, cfg.es_frame - 1)
     return found
 
@@ -420,7 +426,7 @@ def _patient_record(
         esv_camus_ml=None if camus is None else float(camus.esv_ml),
         ef_camus_pct=None if camus is None else float(camus.ef_pct),
         ef_category=None if volumes.ef_pct is None else ef_category(volumes.ef_pct).value,
-        ef_ref_pct=None if cfg is None else cfg.ef_pct,
+        ef_ref_pct=ref.ef_ref_pct if cfg is None else cfg.ef_pct,
         edv_ref_ml=None if cfg is None else cfg.edv_ml,
         esv_ref_ml=None if cfg is None else cfg.esv_ml,
         ef_gt_pct=None if gt_volumes is None else gt_volumes.ef_pct,
@@ -535,6 +541,7 @@ def _process_pass(
                 save_masks(work, options.save_masks_to)
             patient, images = _patient_record(work, options, model_id)
             patient = _with_frames_columns(patient, work, summary)
+            patient, images = _apply_spacing(patient, images, work)
         except Exception as exc:  # one patient never takes the chunk down
             logger.exception("%s: measurement failed", work.ref.patient_id)
             patient = failed_patient_record(
@@ -596,7 +603,7 @@ def _use_loops(work: _PatientWork, frames: list) -> BeatSummary | None:
             work.images[key] = _ImageWork(
                 key=key,
                 image=loop.still(index),
-                gt=loop.still(index, labels=True) if loop.gt is not None else None,
+                gt=loop.truth(index),
                 mask=loop.masks[index],
                 confidence=loop.confidences[index],
                 frame=index,
@@ -624,8 +631,8 @@ def _with_frames_columns(
     """The patient row with where its frames came from, the beats, and the annotated frames."""
     ref = work.ref
     fields: dict[str, object] = {
-        "input_format": "camus2019" if ref.release == Release.CAMUS2019 else "camus2023",
-        "spacing_source": SpacingSource.HEADER.value,
+        "input_format": ref.format.value,
+        "spacing_source": _spacing_source(work).value,
         "frames_source": work.frames_source.value,
     }
     if patient.status == Status.FAILED.value and not work.images:
@@ -666,3 +673,85 @@ def _with_frames_columns(
                     ef_category=ef_category(summary.ef_pct).value,
                 )
     return dataclasses.replace(patient, **fields)
+
+
+def _used_loops(work: _PatientWork) -> dict[View, LoopWork]:
+    """The loops whose frames became the patient's images."""
+    return {
+        key.view: work.loops[key.view]
+        for key, item in work.images.items()
+        if item.frame is not None and key.view in work.loops
+    }
+
+
+def _spacing_source(work: _PatientWork) -> SpacingSource:
+    """Where the spacing of the patient's measured images came from (``none`` when any of them
+    has no trusted spacing; a manifest's, then a DICOM region's, then the header's otherwise)."""
+    loops = _used_loops(work) or {v: loop for v, loop in work.loops.items() if loop.frames}
+    sources = {loop.spacing_source for loop in loops.values()}
+    if any(item.frame is None for item in work.images.values()):
+        sources.add(SpacingSource.HEADER)  # a still
+    for source in (
+        SpacingSource.NONE,
+        SpacingSource.MANIFEST,
+        SpacingSource.DICOM_REGION,
+    ):
+        if source in sources:
+            return source
+    return SpacingSource.HEADER
+
+
+_IMAGE_SCALED_FIELDS = (
+    "spacing_row_mm",
+    "spacing_col_mm",
+    "lv_area_mm2",
+    "lv_length_mm",
+    "volume_single_ml",
+    "volume_area_length_ml",
+    "hd_lv_mm",
+    "hd95_lv_mm",
+    "mad_lv_mm",
+)
+_PATIENT_VOLUMES = ("edv_ml", "esv_ml", "edv_camus_ml", "esv_camus_ml")
+
+
+def _apply_spacing(
+    patient: PatientRecord, images: list[ImageRecord], work: _PatientWork
+) -> tuple[PatientRecord, list[ImageRecord]]:
+    """Null every length, area and volume measured without a trusted spacing.
+
+    Loops without one were measured on :data:`NOMINAL_SPACING` (pixel units): their EF and
+    other ratios stand, their millimetres and millilitres are not written. The biplane EF needs
+    both views on one scale: with one view calibrated and the other not, it is null (reason in
+    ``error``). The CAMUS-compatible EF, defined on a grid in millimetres, is null too.
+    """
+    unscaled = {v for v, loop in _used_loops(work).items() if not loop.scaled}
+    if not unscaled:
+        return patient, images
+    reasons = [  # an input without any spacing says so in spacing_source; a refused one, why
+        f"{work.ref.patient_id} {view.value} loop: pixel spacing refused "
+        f"({work.loops[view].spacing_problem}); volumes and lengths not reported"
+        for view in sorted(unscaled)
+        if work.loops[view].spacing_problem
+    ]
+    images = [
+        dataclasses.replace(
+            r,
+            **dict.fromkeys(_IMAGE_SCALED_FIELDS),
+            qc_flags=[f for f in r.qc_flags if f not in SIZE_FLAGS],
+        )
+        if View(r.view) in unscaled
+        else r
+        for r in images
+    ]
+    changes: dict[str, object] = dict.fromkeys(_PATIENT_VOLUMES)
+    changes.update(ef_camus_pct=None, ef_camus_gt_pct=None)
+    for view in unscaled:
+        suffix = view.value.lower()
+        changes.update({f"edv_{suffix}_ml": None, f"esv_{suffix}_ml": None})
+    scaled_views = {v for v in _used_loops(work) if v not in unscaled}
+    if scaled_views or any(item.frame is None for item in work.images.values()):
+        changes.update(ef_pct=None, ef_category=None)  # two scales: no biplane EF
+        reasons.append(f"{work.ref.patient_id}: no biplane EF: one view has a spacing, one not")
+    error = "; ".join(filter(None, [patient.error, *reasons]))
+    return dataclasses.replace(patient, error=error, **changes), images
