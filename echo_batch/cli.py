@@ -73,7 +73,17 @@ def _setup_logging(verbose: bool) -> None:
 
 
 DataArg = Annotated[
-    Path, typer.Argument(help="DATA root: CAMUS 2019/2023 root or a folder of patients.")
+    Path,
+    typer.Argument(
+        help="DATA: a CAMUS 2019/2023 root, a folder of patient folders, an EchoNet-Dynamic "
+        "root (FileList.csv, Videos/) or a manifest .csv (patient_id, view, path, ...)."
+    ),
+]
+FilesRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="For a manifest: the folder its files may lie in (default: the manifest's folder)."
+    ),
 ]
 
 
@@ -81,6 +91,7 @@ DataArg = Annotated[
 def discover(
     data: DataArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    files_root: FilesRootOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Show what a run would process: patients per split, files found, problems with reasons."""
@@ -90,7 +101,7 @@ def discover(
 
     _setup_logging(verbose)
     try:
-        manifest = run_discovery(data)
+        manifest = run_discovery(data, files_root=files_root)
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -136,7 +147,12 @@ def synth(
     patients: Annotated[int, typer.Option(min=1, help="Number of patients.")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     fmt: Annotated[
-        ImageFormat, typer.Option("--format", help="nifti (2023 layout) or mhd (2019).")
+        ImageFormat,
+        typer.Option(
+            "--format",
+            help="nifti (CAMUS 2023 layout), mhd (2019), or echonet (EchoNet-Dynamic layout: one "
+            "4CH video per patient, 112 px, tracings; --max-side and --loops do not apply).",
+        ),
     ] = ImageFormat.NIFTI,
     max_side: Annotated[
         int | None, typer.Option(help="Draw every view on a max_side x max_side grid (scale runs).")
@@ -155,6 +171,12 @@ def synth(
     from echo_batch.synth import synth_cohort
 
     _setup_logging(verbose)
+    if fmt == ImageFormat.ECHONET:
+        from echo_batch.synth.echonet import synth_echonet
+
+        root = synth_echonet(out, patients, seed=seed)
+        typer.echo(f"wrote {patients} synthetic EchoNet videos to {root} (truth in truth.csv)")
+        return
     root = synth_cohort(out, patients, seed=seed, fmt=fmt.value, max_side=max_side, loops=loops)
     typer.echo(f"wrote {patients} synthetic patients to {root} (truth in {root / 'truth.csv'})")
 
@@ -265,6 +287,7 @@ def run(
     serial: Annotated[
         bool, typer.Option(help="Run in this process without Prefect or Dask (reference path).")
     ] = False,
+    files_root: FilesRootOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Measure every discovered patient and write patients.parquet, images.parquet, run.json.
@@ -296,6 +319,7 @@ def run(
         dask_address=dask_address,
         resume=resume,
         save_masks=save_masks,
+        files_root=files_root,
     )
     try:
         # DATA, the model bundle (weights loaded) and OUT's settings, before anything starts
@@ -342,15 +366,22 @@ def _progress_bar() -> Iterator[_RichProgress]:
 
 
 def _run_flow(options, progress: _RichProgress) -> dict:
-    """Run the ``cohort-ef`` flow on an embedded Prefect API; its cluster starts first."""
+    """Run the ``cohort-ef`` flow on an embedded Prefect API; its cluster starts first.
+
+    The embedded API is a server process of this run (:mod:`echo_batch.run.prefect_api`) that
+    ends with it, as the local Dask workers do, even when this process is killed.
+    """
     _quiet_embedded_prefect()
-    import flows.cohort_ef as cohort_flow
     from echo_batch.run.cluster import discard_prestarted, prestart_cluster
+    from echo_batch.run.prefect_api import prefect_api
 
     # the workers start on the free core while the embedded Prefect API starts
     prestart_cluster(options.dask_address, options.workers, options.chunk.segmentation)
     try:
-        return cohort_flow.cohort_ef(options, progress=progress)
+        with prefect_api():
+            import flows.cohort_ef as cohort_flow
+
+            return cohort_flow.cohort_ef(options, progress=progress)
     finally:
         discard_prestarted()
 

@@ -86,6 +86,7 @@ class ImageFormat(StrEnum):
 
     NIFTI = "nifti"  # CAMUS 2023 layout
     MHD = "mhd"  # CAMUS 2019 layout
+    ECHONET = "echonet"  # EchoNet-Dynamic layout: FileList.csv, Videos/*.avi, VolumeTracings.csv
 
 
 class FramesMode(StrEnum):

@@ -262,3 +262,33 @@ def test_echonet_traced_frames_give_the_true_ef_without_any_volume(echonet, tmp_
     images = pd.read_parquet(out / "images.parquet")
     assert images["volume_single_ml"].isna().all() and images["spacing_row_mm"].isna().all()
     assert not any("lv_length_implausible" in f for f in images["qc_flags"].explode().dropna())
+
+
+def test_discover_command_shows_each_input_format_and_its_problems(echonet, loop_cohort):
+    import json
+
+    from typer.testing import CliRunner
+
+    from echo_batch.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["discover", str(echonet), "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout[result.stdout.index("{") :])
+    assert found["input_formats"] == {
+        "echonet": {
+            "patients": 5,
+            "stills": 0,
+            "loops": 5,
+            "patients_with_problems": 0,
+            "problems": 0,
+        }
+    }
+    rows = _loop_rows(loop_cohort)[:1] + [
+        {"patient_id": "p2", "view": "4CH", "path": "../elsewhere.nii.gz"}
+    ]
+    manifest = _write_manifest(loop_cohort / "cli.csv", rows)
+    result = runner.invoke(app, ["discover", str(manifest)])
+    assert result.exit_code == 0, result.output
+    assert "input format manifest: 2 patients, 0 stills, 1 loops, 1 problems" in result.stdout
+    assert "p2: line 3: file" in result.stdout and "is missing" in result.stdout

@@ -26,6 +26,10 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
                 "patient_id": ref.patient_id,
                 "split": ref.split.value,
                 "release": ref.release.value,
+                "input_format": ref.format.value,
+                "loop_formats": {
+                    v.value: meta.input_format.value for v, meta in sorted(ref.clip_meta.items())
+                },
                 "images": sorted(str(k) for k in ref.images),
                 "ground_truth": sorted(str(k) for k, f in ref.images.items() if f.gt is not None),
                 "sequences": sorted(v.value for v in ref.sequences),
@@ -39,8 +43,18 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
         files["ground_truth"] += sum(f.gt is not None for f in ref.images.values())
         files["sequences"] += len(ref.sequences)
         files["cfgs"] += len(ref.cfgs)
+    formats: dict[str, Counter] = {}
+    keys = ("patients", "stills", "loops", "patients_with_problems", "problems")
+    for ref in manifest.patients:
+        entry = formats.setdefault(ref.format.value, Counter(dict.fromkeys(keys, 0)))
+        entry["patients"] += 1
+        entry["loops"] += len(ref.sequences)
+        entry["stills"] += len(ref.images)
+        entry["patients_with_problems"] += bool(ref.problems)
+        entry["problems"] += len(ref.problems)
     return {
         "root": str(manifest.root),
+        "input_formats": {k: dict(v) for k, v in sorted(formats.items())},
         "n_patients": len(manifest.patients),
         "splits": dict(sorted(Counter(p.split.value for p in manifest.patients).items())),
         "releases": dict(sorted(Counter(p.release.value for p in manifest.patients).items())),
@@ -61,7 +75,19 @@ def render_summary(summary: dict[str, Any], max_problems: int = 50) -> str:
         f"patients: {n} ({summary['complete_patients']} with all {len(IMAGE_KEYS)} images, "
         f"{summary['patients_with_gt']} with ground truth)",
         "splits: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()),
-        "releases: " + ", ".join(f"CAMUS {k} layout: {v}" for k, v in summary["releases"].items()),
+    ]
+    for fmt, found in summary.get("input_formats", {}).items():
+        lines.append(
+            f"input format {fmt}: {found['patients']} patients, {found.get('stills', 0)} stills, "
+            f"{found.get('loops', 0)} loops, {found.get('problems', 0)} problems"
+        )
+    camus = [k for k in summary.get("input_formats", {}) if k.startswith("camus")]
+    if camus:
+        lines.append(
+            "releases: "
+            + ", ".join(f"CAMUS {k} layout: {v}" for k, v in summary["releases"].items())
+        )
+    lines += [
         "files: " + ", ".join(f"{k} {v}" for k, v in summary["files"].items()),
     ]
     cfg_views = Counter(v for p in summary["patients"] for v in p["cfgs"])

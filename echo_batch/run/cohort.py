@@ -124,7 +124,7 @@ class CohortRun:
 
         With resume, patients whose latest row is ``ok`` are skipped; the others run again.
         """
-        self.manifest = manifest or discover(self.options.data)
+        self.manifest = manifest or discover(self.options.data, files_root=self.options.files_root)
         done = self.store.done_patient_ids() if self.options.resume else set()
         todo = [p for p in self.manifest.patients if p.patient_id not in done]
         logger.info(

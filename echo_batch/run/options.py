@@ -73,7 +73,8 @@ class RunOptions:
     """Everything a cohort run is told.
 
     Attributes:
-        data: DATA root (CAMUS 2019/2023 layout or a folder of patient folders).
+        data: DATA root (CAMUS 2019/2023 layout, a folder of patient folders, an
+            EchoNet-Dynamic root) or a manifest CSV.
         out: output folder (locked for the duration of the run).
         chunk: how each chunk is segmented and measured.
         chunk_size: patients per chunk (None: about 8 chunks per worker, 16-64).
@@ -86,6 +87,8 @@ class RunOptions:
         report: write ``OUT/report/`` at the end (a report failure never fails the run).
         chunk_timeout_s: a chunk sent to Dask is failed (its patients recorded as timed out) when
             it has not finished this many seconds after it started; the others go on.
+        files_root: for a manifest, the folder its files may lie in (default: the manifest's
+            own folder; files outside are refused).
     """
 
     data: Path
@@ -98,9 +101,12 @@ class RunOptions:
     save_masks: bool = False
     report: bool = True
     chunk_timeout_s: float = 3600.0
+    files_root: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
+        if self.files_root is not None:
+            object.__setattr__(self, "files_root", Path(self.files_root))
         object.__setattr__(self, "out", Path(self.out))
         if isinstance(self.chunk, dict):  # a Prefect deployment passes plain mappings
             object.__setattr__(self, "chunk", ChunkOptions(**self.chunk))
