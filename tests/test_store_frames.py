@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from echo_batch.errors import EchoBatchError
+from echo_batch.store import compaction
 from echo_batch.store.files import (
     FRAMES_FILE,
     IMAGES_FILE,
@@ -27,7 +28,6 @@ from echo_batch.store.files import (
 )
 from echo_batch.store.parts import OutputStore, measure_config
 from echo_batch.store.records import ChunkResult, FrameRecord, ImageRecord, PatientRecord
-from echo_batch.store.tables import ordered_frames
 
 GT = measure_config("gt", None)
 MODEL = measure_config("m@1", None)
@@ -189,18 +189,23 @@ def test_recompaction_after_a_crash_before_the_parts_were_deleted_has_no_duplica
     assert keys(read_frames(tmp_path)) == [("a", "2CH", 0), ("a", "2CH", 1), ("a", "2CH", 2)]
 
 
-def test_ordered_frames_by_hand():
-    table = pa.table(
-        {
-            "patient_id": ["x", "y", "x", "y", "x", "x"],
-            "view": ["4CH", "2CH", "2CH", "2CH", "2CH", "2CH"],
-            "frame": [0, 1, 10, 0, 2, 2],
-            "tag": [0, 1, 2, 3, 4, 5],
-        }
-    )
-    ordered = ordered_frames(table, ["y", "x"])
-    assert ordered["tag"].to_pylist() == [3, 1, 4, 5, 2, 0], "ties keep their order"
-    assert ordered_frames(table.slice(0, 0), ["y"]).num_rows == 0
+@pytest.mark.parametrize("batch_rows", [65_536, 2])
+def test_frame_order_by_hand(tmp_path, monkeypatch, batch_rows):
+    """Patients in discovery order, then view, then frame; equal keys keep their order.
+
+    With 2-row batches the tied rows (tags 4 and 5) reach the buckets in different batches.
+    """
+    monkeypatch.setattr(compaction, "BATCH_ROWS", batch_rows)
+    rows = [("x", "4CH", 0), ("y", "2CH", 1), ("x", "2CH", 10), ("y", "2CH", 0)]
+    rows += [("x", "2CH", 2), ("x", "2CH", 2)]
+    frames = [
+        FrameRecord(pid, view, frame, volume_single_ml=float(tag))
+        for tag, (pid, view, frame) in enumerate(rows)
+    ]
+    store = OutputStore(tmp_path)
+    store.write_part(chunk("x", "y", frames=frames), 0)
+    store.compact(["y", "x"], "m@1")
+    assert read_frames(tmp_path).volume_single_ml.tolist() == [3, 1, 4, 5, 2, 0]
 
 
 # ------------------------------------------------------------------------------------ pre-1.3

@@ -57,7 +57,7 @@ def write_report(
     """
     started = time.perf_counter()
     out = Path(out)
-    run = load_run(out)
+    run = load_run(out, report_columns=True)
     folder = out / REPORT_DIR
     for sub in ("plots", "gallery"):  # only what this function writes
         shutil.rmtree(folder / sub, ignore_errors=True)

@@ -9,12 +9,14 @@ comparisons below.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from echo_batch.clinical import ef_category
 from echo_batch.qc.agreement import EF_COMPARISONS, Comparison, agreement
@@ -57,25 +59,85 @@ class RunData:
     frames: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def load_run(out: Path) -> RunData:
+SEGMENTATION_METRICS = (
+    ("dice_lv", "Dice LV"),
+    ("dice_myo", "Dice MYO"),
+    ("dice_la", "Dice LA"),
+    ("hd_lv_mm", "HD LV (mm)"),
+    ("hd95_lv_mm", "HD95 LV (mm)"),
+    ("mad_lv_mm", "MAD LV (mm)"),
+)
+
+UNREPORTED_PATIENT_COLUMNS = frozenset(
+    {"error", "measure_config", "split", "input_format", "spacing_source"}
+)
+"""Columns of ``patients.parquet`` the report never shows (free text and provenance)."""
+REPORTED_IMAGE_COLUMNS = (
+    "patient_id",
+    "view",
+    "instant",
+    "qc_flags",
+    *(metric for metric, _ in SEGMENTATION_METRICS),
+)
+"""Columns of ``images.parquet`` the report reads (flag counts, segmentation, panel titles)."""
+REPORTED_FRAME_COLUMNS = (
+    "patient_id",
+    "view",
+    "frame",
+    "time_ms",
+    "volume_single_ml",
+    "volume_rel",
+    "is_ed",
+    "is_es",
+    "qc_rejected",
+)
+"""Columns of ``frames.parquet`` the report reads (loop figures, volume curves)."""
+
+
+def load_run(out: Path, *, report_columns: bool = False) -> RunData:
     """Read ``OUT/patients.parquet``, ``OUT/images.parquet``, ``OUT/run.json`` and, when
     present, ``OUT/frames.parquet``.
+
+    Args:
+        out: the run's OUT folder.
+        report_columns: read only the columns the report uses (every column of
+            ``patients.parquet`` but :data:`UNREPORTED_PATIENT_COLUMNS`,
+            :data:`REPORTED_IMAGE_COLUMNS`, :data:`REPORTED_FRAME_COLUMNS`), which keeps the
+            report's memory small at 100,000 patients; else every column.
 
     Raises:
         FileNotFoundError: ``patients.parquet`` or ``images.parquet`` is missing.
     """
     out = Path(out)
-    patients = pd.read_parquet(out / "patients.parquet")
-    images = pd.read_parquet(out / "images.parquet")
+    patients = _read(out / "patients.parquet", _not(UNREPORTED_PATIENT_COLUMNS), report_columns)
+    images = _read(out / "images.parquet", REPORTED_IMAGE_COLUMNS.__contains__, report_columns)
     run_path = out / "run.json"
     run = json.loads(run_path.read_text(encoding="utf-8")) if run_path.is_file() else {}
     frames_path = out / FRAMES_FILE
-    frames = pd.read_parquet(frames_path) if frames_path.is_file() else pd.DataFrame()
+    frames = (
+        _read(frames_path, REPORTED_FRAME_COLUMNS.__contains__, report_columns)
+        if frames_path.is_file()
+        else pd.DataFrame()
+    )
     for frame in (patients, images):
         if "qc_flags" not in frame:
             frame["qc_flags"] = None
         frame["qc_flags"] = frame["qc_flags"].map(lambda v: [] if v is None else list(v))
     return RunData(out=out, patients=patients, images=images, run=run, frames=frames)
+
+
+def _not(names: frozenset[str]) -> Callable[[str], bool]:
+    return lambda name: name not in names
+
+
+def _read(path: Path, wanted: Callable[[str], bool], select: bool) -> pd.DataFrame:
+    """A Parquet file as a DataFrame: the columns ``wanted`` accepts when ``select``, else all."""
+    if not select:
+        return pd.read_parquet(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    names = pq.read_schema(path).names
+    return pd.read_parquet(path, columns=[name for name in names if wanted(name)])
 
 
 def paired_values(patients: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
@@ -214,16 +276,6 @@ def flag_counts(patients: pd.DataFrame, images: pd.DataFrame) -> list[dict[str, 
             }
         )
     return rows
-
-
-SEGMENTATION_METRICS = (
-    ("dice_lv", "Dice LV"),
-    ("dice_myo", "Dice MYO"),
-    ("dice_la", "Dice LA"),
-    ("hd_lv_mm", "HD LV (mm)"),
-    ("hd95_lv_mm", "HD95 LV (mm)"),
-    ("mad_lv_mm", "MAD LV (mm)"),
-)
 
 
 def segmentation_table(images: pd.DataFrame) -> list[dict[str, Any]]:

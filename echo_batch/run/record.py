@@ -4,38 +4,70 @@ from __future__ import annotations
 
 import platform
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from echo_batch.io.discovery import Manifest
-from echo_batch.qc.agreement import ef_agreements
+from echo_batch.qc.agreement import EF_COMPARISONS, agreement
 from echo_batch.run.options import RunOptions
 from echo_batch.store.files import PATIENTS_FILE, write_run_record
-from echo_batch.store.records import PatientRecord
 from echo_batch.version import code_version
 
+SUMMARY_COLUMNS = tuple(
+    dict.fromkeys(
+        [
+            "status",
+            "qc_pass",
+            "ef_pct",
+            "ef_category",
+            *(column for c in EF_COMPARISONS for column in (c.measured, c.reference)),
+        ]
+    )
+)
+"""The columns of ``patients.parquet`` the run summary reads."""
 
-def summarise(patients: list[PatientRecord]) -> dict[str, Any]:
-    """Counts by status, EF distribution and agreement with the references."""
-    efs = [p.ef_pct for p in patients if p.ef_pct is not None]
+
+def summarise(patients: pa.Table) -> dict[str, Any]:
+    """Counts by status, EF distribution and agreement with the references.
+
+    Args:
+        patients: the :data:`SUMMARY_COLUMNS` of ``patients.parquet`` (one row per patient).
+    """
+    efs = patients["ef_pct"].drop_null().to_numpy()
+    category = patients["ef_category"]
     summary: dict[str, Any] = {
-        "patients": len(patients),
-        "status": dict(Counter(p.status for p in patients)),
-        "qc_pass": sum(p.qc_pass for p in patients),
+        "patients": patients.num_rows,
+        "status": _counts(patients["status"]),
+        "qc_pass": int(pc.sum(patients["qc_pass"].cast(pa.int64())).as_py() or 0),
         "ef_pct": (
             {q: float(np.percentile(efs, int(q[1:]))) for q in ("p05", "p25", "p50", "p75", "p95")}
-            if efs
+            if len(efs)
             else None
         ),
-        "ef_category": dict(Counter(p.ef_category for p in patients if p.ef_category)),
-        "agreement": ef_agreements(patients),
+        "ef_category": _counts(category.filter(pc.not_equal(category, ""))),
+        "agreement": {
+            c.name: agreement(patients[c.measured].to_pylist(), patients[c.reference].to_pylist())
+            for c in EF_COMPARISONS
+        },
     }
     return summary
+
+
+def _counts(values: pa.ChunkedArray) -> dict[str, int]:
+    """Occurrences of each non-null value, in order of first occurrence."""
+    counts = pc.value_counts(values.drop_null())
+    return {
+        str(v): int(n)
+        for v, n in zip(
+            counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+        )
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -53,7 +85,6 @@ def run_record(
     executor: str,
     seconds: Mapping[str, float],
     started: float,
-    patients: Sequence[PatientRecord] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build and write ``OUT/run.json``.
@@ -65,16 +96,13 @@ def run_record(
         executor: "serial" or the Dask scheduler used.
         seconds: time per stage.
         started: ``time.perf_counter()`` at the start of the run.
-        patients: the cohort's records (read back from ``patients.parquet`` when None).
         extra: more fields for the record.
 
     Returns:
         The record written.
     """
     out = options.out
-    if patients is None:
-        table = pq.read_table(out / PATIENTS_FILE)
-        patients = [PatientRecord(**row) for row in table.to_pylist()]
+    patients = pq.read_table(out / PATIENTS_FILE, columns=list(SUMMARY_COLUMNS))
     wall = time.perf_counter() - started
     config = _plain(asdict(options))
     config["executor"] = executor
@@ -88,10 +116,10 @@ def run_record(
         "discovery_problems": [
             {"path": str(p.path), "reason": p.reason} for p in manifest.problems
         ],
-        "summary": summarise(list(patients)),
+        "summary": summarise(patients),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "wall_seconds": round(wall, 3),
-        "patients_per_second": round(len(patients) / wall, 3) if wall > 0 else None,
+        "patients_per_second": round(patients.num_rows / wall, 3) if wall > 0 else None,
         **dict(extra or {}),
     }
     write_run_record(out, record)

@@ -13,7 +13,7 @@ and the units are in the key-value metadata of every Parquet file.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -73,6 +73,24 @@ def schema_version(path: Path) -> tuple[int, ...] | None:
         return None
 
 
+def result_schema(schema: pa.Schema, extra_metadata: dict[str, str]) -> pa.Schema:
+    """``schema`` with the schema version, units and ``extra_metadata`` in its metadata.
+
+    Args:
+        schema: schema of the rows to write.
+        extra_metadata: stored as ``echo_batch.<key>`` in the file's key-value metadata.
+    """
+    metadata = dict(schema.metadata or {})
+    metadata.update(
+        {
+            b"echo_batch.schema_version": SCHEMA_VERSION.encode(),
+            b"echo_batch.units": json.dumps(UNITS).encode(),
+            **{f"echo_batch.{k}".encode(): v.encode() for k, v in extra_metadata.items()},
+        }
+    )
+    return schema.with_metadata(metadata)
+
+
 def parquet_writer(table: pa.Table, extra_metadata: dict[str, str]) -> atomic.Writer:
     """A writer of ``table`` as zstd Parquet with the schema version, units and ``extra_metadata``.
 
@@ -83,18 +101,35 @@ def parquet_writer(table: pa.Table, extra_metadata: dict[str, str]) -> atomic.Wr
     Returns:
         A writer for :func:`echo_batch.atomic.write_file`.
     """
-    metadata = dict(table.schema.metadata or {})
-    metadata.update(
-        {
-            b"echo_batch.schema_version": SCHEMA_VERSION.encode(),
-            b"echo_batch.units": json.dumps(UNITS).encode(),
-            **{f"echo_batch.{k}".encode(): v.encode() for k, v in extra_metadata.items()},
-        }
-    )
-    table = table.replace_schema_metadata(metadata)
+    table = table.replace_schema_metadata(result_schema(table.schema, extra_metadata).metadata)
 
     def write(fh: BinaryIO) -> None:
         pq.write_table(table, fh, compression="zstd")
+
+    return write
+
+
+def streaming_parquet_writer(
+    schema: pa.Schema, tables: Callable[[], Iterable[pa.Table]], extra_metadata: dict[str, str]
+) -> atomic.Writer:
+    """A writer of the tables ``tables()`` yields, one row group each, as :func:`parquet_writer`.
+
+    Only one yielded table is in memory at a time; ``tables`` is called when the file is written.
+
+    Args:
+        schema: schema of every yielded table.
+        tables: returns the tables to write, in order.
+        extra_metadata: stored as ``echo_batch.<key>`` in the file's key-value metadata.
+
+    Returns:
+        A writer for :func:`echo_batch.atomic.write_file`.
+    """
+    schema = result_schema(schema, extra_metadata)
+
+    def write(fh: BinaryIO) -> None:
+        with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+            for table in tables():
+                writer.write_table(table)
 
     return write
 

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ import pyarrow.parquet as pq
 from echo_batch import atomic
 from echo_batch.domain import Status
 from echo_batch.errors import EchoBatchError
+from echo_batch.store.compaction import merged_tables, winners_by_source
 from echo_batch.store.files import (
     FRAMES_FILE,
     FRAMES_PART_SUFFIX,
@@ -46,9 +48,11 @@ from echo_batch.store.files import (
     PARTS_DIR,
     PATIENTS_FILE,
     PATIENTS_PART_SUFFIX,
+    RUN_FILE,
     ResultFiles,
     parquet_writer,
     schema_version,
+    streaming_parquet_writer,
 )
 from echo_batch.store.lock import OutputLock
 from echo_batch.store.provenance import ConfigMismatchError, config_mismatch_message, measure_config
@@ -60,14 +64,7 @@ from echo_batch.store.records import (
     arrow_schema,
     to_table,
 )
-from echo_batch.store.tables import (
-    compaction_order,
-    concat,
-    ordered_frames,
-    ordered_images,
-    ordered_patients,
-    read_conformed,
-)
+from echo_batch.store.tables import compaction_order
 
 __all__ = [
     "ConfigMismatchError",
@@ -305,13 +302,14 @@ class OutputStore:
 
     # ---------------------------------------------------------------- resume
 
-    def _latest(self, columns: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-        """``columns`` of each patient's latest row, reading only those columns.
+    def _patient_columns(
+        self, sources: Sequence[_Source], columns: Sequence[str]
+    ) -> Iterator[tuple[list[str], list[list[Any]]]]:
+        """Per source, its patient ids and ``columns`` of its patients file, reading only those.
 
         A column a file lacks (written before it existed) reads as None.
         """
-        latest: dict[str, tuple[Any, ...]] = {}
-        for source in self._sources():
+        for source in sources:
             try:
                 with pq.ParquetFile(source.patients) as parquet:
                     present = set(parquet.schema_arrow.names)
@@ -322,8 +320,13 @@ class OutputStore:
             values = [
                 table[c].to_pylist() if c in present else [None] * table.num_rows for c in columns
             ]
-            rows = zip(*values, strict=True)
-            latest.update(zip(table["patient_id"].to_pylist(), rows, strict=True))
+            yield table["patient_id"].to_pylist(), values
+
+    def _latest(self, columns: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """``columns`` of each patient's latest row, reading only those columns."""
+        latest: dict[str, tuple[Any, ...]] = {}
+        for pids, values in self._patient_columns(self._sources(), columns):
+            latest.update(zip(pids, zip(*values, strict=True), strict=True))
         return latest
 
     def done_patient_ids(self) -> set[str]:
@@ -374,7 +377,11 @@ class OutputStore:
         last) and the folder flushed, so a full disk or a power loss leaves the earlier files or
         the new ones; only then are the consumed parts deleted. A crash in between leaves parts
         whose records are also in the compacted files, and the next compaction picks each
-        patient once. Every table is held in memory at once.
+        patient once.
+
+        Memory is bounded: only the patient ids and configs of the patients files are read
+        whole; rows stream through a distribution sort (:mod:`echo_batch.store.compaction`)
+        into row groups, one bucket of patients at a time.
 
         Args:
             patient_ids: discovered patients in discovery order; each must have a record.
@@ -391,78 +398,130 @@ class OutputStore:
                 or ``OUT`` is not writable.
         """
         self._ensure_dir(self.out)
-        p_schema, i_schema = arrow_schema(PatientRecord), arrow_schema(ImageRecord)
-        f_schema = arrow_schema(FrameRecord)
+        if self.locked:
+            self._remove_stale_temporaries()
         sources = self._sources()
-        patient_tables = [read_conformed(s.patients, p_schema) for s in sources]
-        winner: dict[str, int] = {}
-        config_of: dict[str, str | None] = {}
-        for index, table in enumerate(patient_tables):
-            pids = table["patient_id"].to_pylist()
-            winner.update(dict.fromkeys(pids, index))
-            config_of.update(zip(pids, table["measure_config"].to_pylist(), strict=True))
+        source_of, other_configs = self._winners(sources)
         if not keep_other_configs:
-            self._drop_other_configs(winner, config_of)
-        order = compaction_order(patient_ids, winner)
-        won: list[list[str]] = [[] for _ in sources]
-        for pid, index in winner.items():
-            won[index].append(pid)
-        patients, images, frames = [], [], []
-        for index, (source, table) in enumerate(zip(sources, patient_tables, strict=True)):
-            if not won[index]:
-                continue
-            keep = pa.array(won[index], pa.string())
-            patients.append(_rows_of(table, keep))
-            images.append(_rows_of(read_conformed(source.images, i_schema), keep))
-            if source.frames is not None:
-                frames.append(_rows_of(read_conformed(source.frames, f_schema), keep))
-        patient_table = ordered_patients(concat(patients, p_schema), order)
-        image_table = ordered_images(concat(images, i_schema), order)
-        frame_table = ordered_frames(concat(frames, f_schema), order)
-        model_ids = set(pc.unique(patient_table["model_id"]).to_pylist()) - {model_id}
-        if model_ids:
-            logger.warning(
-                "%s: compacted rows include other model ids (earlier runs): %s",
-                self.out,
-                ", ".join(sorted(model_ids)),
-            )
-        meta = {"model_id": model_id}
+            self._drop_other_configs(source_of, other_configs)
+        del other_configs
+        order = compaction_order(patient_ids, source_of)
+        won = winners_by_source(order, source_of, len(sources))
+        del source_of
+        rows: Counter[str] = Counter()
+        model_ids: set[str] = set()
+
+        def merged(kind: str, files: list[Path | None], record_type: type, **how: Any):
+            """The writer of one result file; counts its rows (and model ids of patients)."""
+            schema = arrow_schema(record_type)
+
+            def tables() -> Iterator[pa.Table]:
+                with atomic.private_stage(self.out) as stage:
+                    for table in merged_tables(files, won, len(order), schema, stage, **how):
+                        rows[kind] += table.num_rows
+                        if kind == "patients":
+                            model_ids.update(pc.unique(table["model_id"]).to_pylist())
+                        yield table
+
+            return streaming_parquet_writer(schema, tables, {"model_id": model_id})
+
         paths = ResultFiles(
             self.out / PATIENTS_FILE, self.out / IMAGES_FILE, self.out / FRAMES_FILE
         )
         try:
             atomic.write_files(
                 [
-                    (paths.images, parquet_writer(image_table, meta)),
-                    (paths.frames, parquet_writer(frame_table, meta)),
-                    (paths.patients, parquet_writer(patient_table, meta)),
+                    (paths.images, merged("images", [s.images for s in sources], ImageRecord)),
+                    (
+                        paths.frames,
+                        merged(
+                            "frames",
+                            [s.frames for s in sources],
+                            FrameRecord,
+                            sort_keys=("view", "frame"),
+                        ),
+                    ),
+                    (
+                        paths.patients,
+                        merged(
+                            "patients",
+                            [s.patients for s in sources],
+                            PatientRecord,
+                            last_per_patient=True,
+                        ),
+                    ),
                 ]
             )
             self._delete_parts([s for s in sources if s.part is not None])
         except OSError as exc:
             raise EchoBatchError(f"cannot write to OUT {self.out}: {exc}") from exc
+        if model_ids - {model_id}:
+            logger.warning(
+                "%s: compacted rows include other model ids (earlier runs): %s",
+                self.out,
+                ", ".join(sorted(model_ids - {model_id})),
+            )
         logger.info(
             "%s: compacted %d patients, %d images, %d frames from %d part(s)",
             self.out,
-            patient_table.num_rows,
-            image_table.num_rows,
-            frame_table.num_rows,
+            rows["patients"],
+            rows["images"],
+            rows["frames"],
             sum(s.part is not None for s in sources),
         )
         return paths
 
-    def _drop_other_configs(self, winner: dict[str, int], config_of: dict[str, str | None]) -> None:
-        """Remove from ``winner`` the patients whose latest row has another config."""
-        dropped = [pid for pid, config in config_of.items() if config != self.config]
-        for pid in dropped:
-            del winner[pid]
-        if dropped:
+    def _winners(self, sources: Sequence[_Source]) -> tuple[dict[str, int], set[str]]:
+        """Where each patient's latest row is, reading only ids and configs.
+
+        Returns:
+            The index in ``sources`` of each patient's latest row, and the patients whose latest
+            row has another ``measure_config`` than this store's.
+        """
+        source_of: dict[str, int] = {}
+        other: set[str] = set()
+        for index, (pids, (configs,)) in enumerate(
+            self._patient_columns(sources, ["measure_config"])
+        ):
+            for pid, config in zip(pids, configs, strict=True):
+                source_of[pid] = index
+                if config == self.config:
+                    other.discard(pid)
+                else:
+                    other.add(pid)
+        return source_of, other
+
+    def _drop_other_configs(self, source_of: dict[str, int], other: set[str]) -> None:
+        """Remove from ``source_of`` the patients whose latest row has another config."""
+        for pid in other:
+            del source_of[pid]
+        if other:
+            dropped = sorted(other)
             logger.warning(
                 "%s: dropped %d patient(s) measured with other settings (not resumed): %s",
                 self.out,
                 len(dropped),
-                ", ".join(sorted(dropped)[:10]) + (" ..." if len(dropped) > 10 else ""),
+                ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""),
             )
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove what a killed compaction or run record left in ``OUT`` (under the lock only).
+
+        That is a temporary result file or ``run.json`` (``.patients.parquet.tmp-<pid>-...``) or
+        a bucket folder of the streaming compaction (``.stage.tmp-<pid>-...``) of another
+        process: only the holder of the lock writes there, so they are leftovers.
+        """
+        names = {PATIENTS_FILE, IMAGES_FILE, FRAMES_FILE, RUN_FILE, "stage"}
+        for name in _listdir(self.out):
+            owner = atomic.temp_owner_pid(name)
+            if owner is None or owner == os.getpid() or name[1:].split(".tmp-")[0] not in names:
+                continue
+            logger.warning("%s: removing leftover of a killed run: %s", self.out, name)
+            path = self.out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def _delete_parts(self, consumed: Sequence[_Source]) -> None:
         """Delete consumed parts (and, under the lock, leftovers of crashed runs), durably.
@@ -523,11 +582,6 @@ def _source(
             f"{'.'.join(map(str, version))}, which always writes one"
         )
     return _Source(patients, images, None, part)
-
-
-def _rows_of(table: pa.Table, patient_ids: pa.Array) -> pa.Table:
-    """Rows of ``table`` whose ``patient_id`` is in ``patient_ids``."""
-    return table.filter(pc.is_in(table["patient_id"], value_set=patient_ids))
 
 
 def _is_leftover(name: str, parts_dir: Path, run_id: str) -> bool:

@@ -1,4 +1,4 @@
-"""Pure table operations of compaction: row order, schema conformance, concatenation."""
+"""Pure table operations of compaction: the row order of the output, schema conformance."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from echo_batch.errors import EchoBatchError
 
@@ -63,54 +61,3 @@ def conform(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise EchoBatchError(f"{path}: does not match the output schema: {exc}") from exc
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def read_conformed(path: Path, schema: pa.Schema) -> pa.Table:
-    """A Parquet file conformed to ``schema`` (see :func:`conform`).
-
-    Raises:
-        EchoBatchError: the file is unreadable or does not match the schema.
-    """
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise EchoBatchError(f"{path}: unreadable Parquet file: {exc}") from exc
-    return conform(table, schema, path)
-
-
-def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
-    """The rows of ``tables`` (all of ``schema``), or an empty table of ``schema``."""
-    return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def ordered_patients(table: pa.Table, order: Sequence[str]) -> pa.Table:
-    """Rows in ``order``, one per id (the last row of an id repeated within one source wins)."""
-    row_of = dict(zip(table["patient_id"].to_pylist(), range(table.num_rows), strict=True))
-    return table.take(pa.array([row_of[pid] for pid in order], pa.int64()))
-
-
-def ordered_images(table: pa.Table, order: Sequence[str]) -> pa.Table:
-    """Rows grouped by patient in ``order``, each patient's rows in their original order."""
-    rank = pc.index_in(table["patient_id"], value_set=pa.array(order, pa.string()))
-    keyed = pa.table({"rank": rank, "row": pa.array(range(table.num_rows), pa.int64())})
-    indices = pc.sort_indices(keyed, sort_keys=[("rank", "ascending"), ("row", "ascending")])
-    return table.take(indices)
-
-
-def ordered_frames(table: pa.Table, order: Sequence[str]) -> pa.Table:
-    """Rows grouped by patient in ``order``, then sorted by ``view``, then by ``frame``.
-
-    The sort is stable: rows equal in all three keep their original order.
-    """
-    rank = pc.index_in(table["patient_id"], value_set=pa.array(order, pa.string()))
-    keyed = pa.table(
-        {
-            "rank": rank,
-            "view": table["view"],
-            "frame": table["frame"],
-            "row": pa.array(range(table.num_rows), pa.int64()),
-        }
-    )
-    keys = [("rank", "ascending"), ("view", "ascending"), ("frame", "ascending")]
-    indices = pc.sort_indices(keyed, sort_keys=[*keys, ("row", "ascending")])
-    return table.take(indices)
