@@ -368,12 +368,12 @@ def _progress_bar() -> Iterator[_RichProgress]:
 def _run_flow(options, progress: _RichProgress) -> dict:
     """Run the ``cohort-ef`` flow on an embedded Prefect API; its cluster starts first.
 
-    The embedded API is a server process of this run (:mod:`echo_batch.run.prefect_api`) that
+    The embedded API is a server process of this run (:mod:`flows.prefect_api`) that
     ends with it, as the local Dask workers do, even when this process is killed.
     """
     _quiet_embedded_prefect()
     from echo_batch.run.cluster import discard_prestarted, prestart_cluster
-    from echo_batch.run.prefect_api import prefect_api
+    from flows.prefect_api import prefect_api
 
     # the workers start on the free core while the embedded Prefect API starts
     prestart_cluster(options.dask_address, options.workers, options.chunk.segmentation)

@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from echo_batch.domain import Device, SegmentationSource
-from echo_batch.run.worker_preload import PRELOAD_TORCH_KEY
+from echo_batch.run.worker_preload import PRELOAD_TORCH_KEY, RUN_PID_KEY
 
 # Dask keeps its recent messages for debugging (``distributed.admin.low-level-log-length``,
 # default 1,000). The local scheduler runs in the flow process and each message that sends a chunk
@@ -65,6 +65,7 @@ def dask_client(
             "distributed.nanny.pre-spawn-environ": environ,
             "distributed.admin.low-level-log-length": LOCAL_LOW_LEVEL_LOG_LENGTH,
             PRELOAD_TORCH_KEY: preload_torch,
+            RUN_PID_KEY: os.getpid(),  # local workers end with this process, however it ends
         }
     )
     cluster = LocalCluster(

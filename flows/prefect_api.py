@@ -1,0 +1,167 @@
+"""The Prefect API of a run: a temporary server in a child process that ends with the run.
+
+With no API configured (``PREFECT_API_URL`` unset), Prefect starts a temporary server by itself
+the first time the flow needs one (``prefect.server.api.server.SubprocessASGIServer``, a
+``uvicorn`` child process) and stops it at interpreter exit. A run killed by SIGKILL never gets
+there, and that server lived on, re-parented to init, holding its port and about 200 MB; every
+crashed nightly run added one. So ``echo-batch run`` starts the same server itself
+(:class:`ApiServer`: the Prefect app of ``create_app(ephemeral=True)`` under uvicorn, the UI off,
+as Prefect does) with :func:`echo_batch.run.parent_watch.die_with_parent` in the server process,
+and points the flow at it. A configured API (a Prefect server, Prefect Cloud, a test harness) is
+used as it is and nothing is started.
+
+Run as ``python -m flows.prefect_api --port PORT --parent PID [--kernel-signal]`` (by
+:meth:`ApiServer.start` only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+STOP_WAIT_S = 5.0
+"""Time the server gets to stop after SIGTERM at the end of a run before it is killed."""
+_START_ATTEMPTS = 3  # another process may take the free port between choosing and binding it
+
+
+class ApiServer:
+    """A temporary Prefect API server in a child process that ends when this process ends.
+
+    Attributes:
+        port: the port it listens on (127.0.0.1).
+        process: the server process.
+    """
+
+    def __init__(self, port: int, process: subprocess.Popen) -> None:
+        self.port = port
+        self.process = process
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @classmethod
+    def start(cls) -> ApiServer:
+        """Start the server process (returns at once; :meth:`wait_ready` waits for it)."""
+        port = _free_port()
+        command = [sys.executable, "-m", __name__, "--port", str(port)]
+        command += ["--parent", str(os.getpid())]
+        if threading.current_thread() is threading.main_thread():
+            command.append("--kernel-signal")  # see echo_batch.run.parent_watch
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0"}
+        logger.info("starting a temporary Prefect API on 127.0.0.1:%d", port)
+        return cls(port, subprocess.Popen(command, env=env))
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Wait until the API answers its health check.
+
+        A server that could not bind its port (another process took it) is started again on
+        another port, up to three times.
+
+        Raises:
+            RuntimeError: the server did not answer within ``timeout_s`` or kept failing.
+        """
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        attempts = 1
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                code = self.process.poll()
+                if code is not None:
+                    if attempts >= _START_ATTEMPTS:
+                        raise RuntimeError(f"the temporary Prefect API exited with code {code}")
+                    attempts += 1
+                    restarted = ApiServer.start()
+                    self.port, self.process = restarted.port, restarted.process
+                    continue
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the temporary Prefect API did not start within {timeout_s:g} s")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after :data:`STOP_WAIT_S`; the process is reaped."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """The Prefect API a run uses, for the duration of a ``with`` block.
+
+    The configured API when there is one; else a temporary :class:`ApiServer`, started as the
+    block is entered and stopped as it ends (and by itself if this process dies), with
+    ``PREFECT_API_URL`` pointing at it inside the block.
+
+    Yields:
+        The API URL.
+
+    Raises:
+        RuntimeError: the temporary server did not start.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        PREFECT_UI_URL,
+        temporary_settings,
+    )
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    server = ApiServer.start()
+    try:
+        server.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        # the server has no UI: no "View at" link to it in the log
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}):
+            yield server.api_url
+    finally:
+        server.stop()
+
+
+def _free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the Prefect API until SIGTERM, or until the parent process ends."""
+    parser = argparse.ArgumentParser(description="temporary Prefect API of an echo-batch run")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True, help="pid of the run")
+    parser.add_argument("--kernel-signal", action="store_true", help="also PR_SET_PDEATHSIG")
+    args = parser.parse_args(argv)
+    from echo_batch.run.parent_watch import die_with_parent
+
+    die_with_parent(args.parent, kernel_signal=args.kernel_signal)
+    import uvicorn
+    from prefect.server.api.server import create_app
+
+    app = create_app(ephemeral=True, final=True)  # API only, the services of a temporary server
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="error", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()
