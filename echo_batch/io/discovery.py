@@ -261,7 +261,9 @@ def discover(root: Path | str, *, files_root: Path | str | None = None) -> Manif
 
     Args:
         root: a CAMUS 2019 or 2023 root, a ``database_nifti`` folder, any folder of patient
-            folders, or a manifest CSV (:mod:`echo_batch.io.manifest`).
+            folders, an EchoNet-Dynamic root (:mod:`echo_batch.io.echonet_discovery`), a folder
+            of DICOM files (:mod:`echo_batch.io.dicom_discovery`), or a manifest CSV
+            (:mod:`echo_batch.io.manifest`).
         files_root: for a manifest, the folder its files must lie in (default: its own folder).
 
     Returns:
@@ -279,6 +281,10 @@ def discover(root: Path | str, *, files_root: Path | str | None = None) -> Manif
         from echo_batch.io.echonet_discovery import discover_echonet
 
         return discover_echonet(root)
+    from echo_batch.io.dicom_discovery import discover_dicom, looks_like_dicom_root
+
+    if looks_like_dicom_root(root):
+        return discover_dicom(root)
     parents, split_dir = _patient_parents(root)
     split_of: dict[str, Split] = {}
     problems: list[Problem] = []

@@ -1,0 +1,167 @@
+"""Write grey frames as an ultrasound DICOM file, calibrated by a tissue region.
+
+Used to convert CAMUS images to DICOM for oracle tests and benchmarks (the same pixels and
+spacing through the DICOM path must give the NIfTI path's numbers), not to publish data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from echo_batch.atomic import write_bytes
+from echo_batch.domain import View
+
+_ULTRASOUND_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+_VIEW_CODES = {
+    View.A2C: ("399232001", "Apical two chamber"),
+    View.A4C: ("399214001", "Apical four chamber"),
+}
+
+
+def _ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters) as close to ``value`` as it can be."""
+    for digits in range(15, 0, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return text
+    raise ValueError(f"{value} cannot be written as a decimal string")
+
+
+def write_ultrasound_dicom(
+    path: Path | str,
+    frames: np.ndarray,
+    spacing_mm: tuple[float, float],
+    *,
+    patient_id: str,
+    view: View,
+    frame_time_ms: float = 40.0,
+    jpeg_quality: int | None = None,
+    identity: tuple[str, str] | None = None,
+    study_uid: str = "1.2.826.0.1.3680043.10.999.1",
+) -> Path:
+    """Write ``(T, H, W)`` uint8 grey frames as a multi-frame ultrasound DICOM file.
+
+    The whole grid is one 2-D tissue region (RegionSpatialFormat 1, RegionDataType 1) whose
+    PhysicalDeltaX/Y are the spacing in cm, so a reader that trusts the region gets the spacing
+    back (to the 16 characters of a decimal string).
+
+    Args:
+        path: file to write (replaced atomically).
+        frames: ``(T, H, W)`` uint8 grey levels.
+        spacing_mm: ``(row_mm, col_mm)``.
+        patient_id: PatientID.
+        view: written as ViewCodeSequence and ViewName.
+        frame_time_ms: FrameTime.
+        jpeg_quality: None for uncompressed MONOCHROME2, else JPEG baseline at this quality.
+        identity: ``(PatientName, PatientBirthDate)`` to write (tests that they never leak).
+        study_uid: StudyInstanceUID.
+
+    Returns:
+        ``path``.
+    """
+    import io
+
+    import cv2
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+
+    frames = np.asarray(frames)
+    if frames.ndim != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W) uint8, got {frames.shape} {frames.dtype}")
+    n, rows, cols = frames.shape
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _ULTRASOUND_MULTIFRAME
+    meta.MediaStorageSOPInstanceUID = instance = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian if jpeg_quality is None else JPEGBaseline8Bit
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = _ULTRASOUND_MULTIFRAME, instance
+    ds.Modality = "US"
+    ds.PatientID = patient_id
+    if identity is not None:
+        ds.PatientName, ds.PatientBirthDate = identity
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.InstanceNumber = 1
+    code = Dataset()
+    code.CodeValue, code.CodeMeaning = _VIEW_CODES[view]
+    code.CodingSchemeDesignator = "SCT"
+    ds.ViewCodeSequence = [code]
+    ds.ViewName = "A2C" if view == View.A2C else "A4C"
+    ds.FrameTime = _ds(frame_time_ms)
+    ds.FrameIncrementPointer = 0x00181063
+    region = Dataset()
+    region.RegionSpatialFormat, region.RegionDataType, region.RegionFlags = 1, 1, 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = cols - 1, rows - 1
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX = float(_ds(spacing_mm[1] / 10.0))
+    region.PhysicalDeltaY = float(_ds(spacing_mm[0] / 10.0))
+    ds.SequenceOfUltrasoundRegions = [region]
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, n
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    if jpeg_quality is None:
+        ds.PixelData = frames.tobytes()
+    else:
+        encoded = []
+        for frame in frames:
+            ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+            if not ok:
+                raise ValueError("JPEG encoding failed")
+            encoded.append(data.tobytes())
+        ds.PixelData = encapsulate(encoded, has_bot=True)
+        ds["PixelData"].VR = "OB"
+        ds.LossyImageCompression = "01"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    path = Path(path)
+    write_bytes(path, buffer.getvalue())
+    return path
+
+
+def camus_stills_to_dicom(
+    patient_folder: Path | str,
+    out: Path | str,
+    *,
+    jpeg_quality: int | None = None,
+    identity: tuple[str, str] | None = None,
+) -> list[dict[str, object]]:
+    """Convert a CAMUS 2023 patient's ED and ES stills to one 2-frame DICOM file per view.
+
+    Args:
+        patient_folder: ``.../patientXXXX`` holding ``*_{2CH,4CH}_{ED,ES}.nii.gz``.
+        out: folder for ``<patient>_<view>.dcm``.
+        jpeg_quality: None for uncompressed, else JPEG baseline at this quality.
+        identity: ``(PatientName, PatientBirthDate)`` written into every file.
+
+    Returns:
+        Manifest rows (``patient_id, view, path, ed_frame, es_frame``), ``path`` relative to
+        ``out``, ED at frame 0 and ES at frame 1.
+    """
+    from echo_batch.domain import VIEWS
+    from echo_batch.io.image import read_image
+
+    folder, out = Path(patient_folder), Path(out)
+    pid = folder.name
+    rows: list[dict[str, object]] = []
+    for view in VIEWS:
+        stills = [read_image(folder / f"{pid}_{view.value}_{i}.nii.gz") for i in ("ED", "ES")]
+        pixels = np.stack([np.clip(np.rint(s.array), 0, 255).astype(np.uint8) for s in stills])
+        name = f"{pid}_{view.value}.dcm"
+        write_ultrasound_dicom(
+            out / name,
+            pixels,
+            stills[0].spacing,
+            patient_id=pid,
+            view=view,
+            jpeg_quality=jpeg_quality,
+            identity=identity,
+        )
+        rows.append(
+            {"patient_id": pid, "view": view.value, "path": name, "ed_frame": 0, "es_frame": 1}
+        )
+    return rows
