@@ -271,13 +271,40 @@ def test_palette_colour_to_grey_with_colour_entries_masked(tmp_path, entry_scale
     np.testing.assert_allclose(frame, [[0, 17, 199, 0, 0]], atol=1e-4)
 
 
-def test_native_ybr_full_is_converted_to_grey(tmp_path):
+def test_native_ybr_full_is_its_luma_with_colour_masked(tmp_path):
     ybr = np.zeros((1, 4, 6, 3), dtype=np.uint8)
     ybr[..., 0] = np.arange(0, 240, 10, dtype=np.uint8).reshape(4, 6)
     ybr[..., 1:] = 128  # no chroma: grey
+    ybr[0, 0, 1, 2] = 138  # Cr + 10: R - G = 2.116136 x 10 = 21.2 levels, kept
+    ybr[0, 0, 2, 2] = 255  # Cr + 127: red, masked
+    ybr[0, 0, 3, 1] = 144  # Cb + 16: B - G = 2.116136 x 16 = 33.9 levels, masked
     path = _write(tmp_path / "ybr.dcm", ybr, "YBR_FULL")
-    frame = read_dicom_clip(path).frames[0]
-    np.testing.assert_allclose(frame, ybr[0, ..., 0], atol=1.0)
+    expected = ybr[0, ..., 0].astype(np.float32)
+    expected[0, 2:4] = 0
+    np.testing.assert_array_equal(read_dicom_clip(path).frames[0], expected)
+
+
+def test_every_chroma_pair_is_masked_as_its_rgb_spread_says(tmp_path):
+    cb, cr = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    ybr = np.stack([np.full_like(cb, 100), cb, cr], axis=-1).astype(np.uint8)[None]
+    path = _write(tmp_path / "chroma.dcm", ybr, "YBR_FULL")
+    # JFIF YCbCr -> RGB, then the channel spread, in float64
+    b_, r_ = cb - 128.0, cr - 128.0
+    rgb = np.stack([100 + 1.402 * r_, 100 - 0.344136 * b_ - 0.714136 * r_, 100 + 1.772 * b_])
+    coloured = rgb.max(axis=0) - rgb.min(axis=0) > COLOUR_SPREAD
+    assert 0.5 < coloured.mean() < 1
+    np.testing.assert_array_equal(read_dicom_clip(path).frames[0], np.where(coloured, 0, 100))
+
+
+def test_random_rgb_is_luma_with_colour_masked(tmp_path):
+    rgb = np.random.default_rng(3).integers(0, 256, size=(2, 33, 47, 3), dtype=np.uint8)
+    rgb[:, :10] = rgb[:, :10, :, :1] + np.array([0, 5, 20], dtype=np.uint8)  # some kept tints
+    path = _write(tmp_path / "rgb.dcm", rgb, "RGB")
+    values = rgb.astype(np.float64)
+    luma = (299 * values[..., 0] + 587 * values[..., 1] + 114 * values[..., 2]) / 1000
+    spread = values.max(axis=-1) - values.min(axis=-1)
+    expected = np.where(spread > COLOUR_SPREAD, 0, luma)
+    np.testing.assert_allclose(read_dicom_clip(path).frames, expected, rtol=0, atol=1e-4)
 
 
 def _jpeg_file(path: Path, rgb: np.ndarray, **tags: object) -> Path:
@@ -316,6 +343,17 @@ def test_jpeg_baseline_multiframe_within_jpeg_error(tmp_path):
     error = np.abs(clip.frames - expected)
     assert np.all(clip.frames[:, 2:14, 2:14] == 0)  # inside the red block, away from JPEG edges
     assert error[:, 20:, 20:].mean() < 1.5
+
+
+def test_jpeg_plugins_agree(monkeypatch):
+    from echo_batch.io import dicom
+
+    path = _example("examples_ybr_color.dcm")
+    turbo = read_dicom_clip(path).frames  # Pillow: libjpeg-turbo
+    monkeypatch.setattr(dicom, "_plugin", lambda decoder, ts: "pylibjpeg")
+    libjpeg = read_dicom_clip(path).frames
+    difference = np.abs(turbo - libjpeg)
+    assert difference.mean() < 0.5 and np.percentile(difference, 99.9) <= 4
 
 
 # --- refused calibrations -------------------------------------------------------------------
