@@ -145,6 +145,36 @@ def test_rgb_still_without_regions_has_no_spacing_and_no_problem():
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "tolerance"),
+    [
+        ("SC_rgb_rle_2frame.dcm", 0),  # RLE lossless, two frames
+        ("SC_rgb_rle_16bit.dcm", 0),  # RLE lossless, 16 bits scaled to 0-255
+        ("SC_rgb_jpeg_gdcm.dcm", 0),  # JPEG lossless, first-order prediction
+        ("SC_rgb_gdcm_KY.dcm", 0),  # JPEG 2000
+        ("SC_rgb_dcmtk_+eb+cy+n1.dcm", 1),  # JPEG baseline YBR_FULL
+        ("SC_rgb_dcmtk_+eb+cy+s2.dcm", 1),  # JPEG baseline YBR_FULL_422
+        ("SC_rgb_dcmtk_+eb+cr.dcm", 1),  # JPEG baseline RGB (no colour transform)
+        ("SC_rgb_jls_lossy_sample.dcm", 2),  # JPEG-LS near-lossless
+    ],
+)
+def test_encodings_of_one_test_pattern_agree(name, tolerance):
+    reference = read_dicom_clip(_example("SC_rgb_rle.dcm")).frames[0]  # colour bars and greys
+    assert 0.5 < (reference == 0).mean() < 0.8  # most bars are colour: masked
+    clip = read_dicom_clip(_example(name))
+    assert clip.n_frames == (2 if "2frame" in name else 1)  # a second frame is the negative
+    assert np.abs(clip.frames[0] - reference).max() <= tolerance
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg.dcm", "SC_rgb_jpeg_dcmd.dcm"])
+def test_pixel_element_written_the_implicit_way(name):
+    # SC_rgb_jpeg.dcm: explicit VR file whose pixel element has no VR (pydicom reads it);
+    # SC_rgb_jpeg_dcmd.dcm: implicit VR little endian, pixel data the last element
+    header = read_dicom_header(_example(name))
+    assert header.problem is None
+    assert read_dicom_clip(_example(name)).frames.shape == (1, 256, 256)
+
+
 def _calibrated_copy(src: Path, dst: Path, rows: tuple[int, int], cols: tuple[int, int]) -> float:
     """Copy ``src`` with its tissue region moved inside the grid; returns its delta (cm)."""
     ds = dcmread(src)

@@ -526,25 +526,30 @@ def _view(ds) -> View | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _pixel_element(fh: BinaryIO, ts) -> tuple[bool | None, int | None]:
-    """Whether the pixel data element follows at ``fh``'s position, and its declared length.
+def _pixel_element(fh: BinaryIO, ts) -> tuple[bool | None, int | None, int]:
+    """Whether the pixel data element starts at ``fh``'s position, its declared value length,
+    and how many bytes of the file follow the start of its value.
 
-    Returns ``(None, None)`` for a deflated file (its dataset is not at file positions).
+    An explicit-VR file may write the pixel element the implicit way (tag, then the length;
+    pydicom reads it so), which the missing VR letters tell. Returns ``(None, None, 0)`` for a
+    deflated file (its dataset is not at file positions).
     """
     if ts.is_deflated:
-        return None, None
+        return None, None, 0
+    start = fh.tell()
+    size = os.fstat(fh.fileno()).st_size
     head = fh.read(12)
     if len(head) < 8:
-        return False, None
+        return False, None, 0
     order = "<" if ts.is_little_endian else ">"
     group, element = struct.unpack(order + "HH", head[:4])
     if (group << 16 | element) != _PIXEL_TAG:
-        return False, None
-    if ts.is_implicit_VR:
-        return True, struct.unpack(order + "I", head[4:8])[0]
+        return False, None, 0
+    if ts.is_implicit_VR or not head[4:6].isalpha():
+        return True, struct.unpack(order + "I", head[4:8])[0], size - start - 8
     if len(head) < 12:
-        return True, None
-    return True, struct.unpack(order + "I", head[8:12])[0]
+        return True, None, 0
+    return True, struct.unpack(order + "I", head[8:12])[0], size - start - 12
 
 
 def _pixel_problem(
@@ -616,8 +621,7 @@ def _parse_header(path: Path, fh: BinaryIO, limits: InputLimits):
     ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if not isinstance(ts, str):
         raise InputError(path, "no valid transfer syntax in the file meta header")
-    has_pixels, declared = _pixel_element(fh, ts)
-    remaining = path.stat().st_size - fh.tell()
+    has_pixels, declared, remaining = _pixel_element(fh, ts)
     rows, columns = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0
     n_frames = _int(ds, "NumberOfFrames")
     n_frames = 1 if n_frames is None else n_frames
