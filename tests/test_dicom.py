@@ -175,6 +175,16 @@ def test_pixel_element_written_the_implicit_way(name):
     assert read_dicom_clip(_example(name)).frames.shape == (1, 256, 256)
 
 
+def test_jpeg2000_ultrasound_still_against_pydicom_rgb():
+    path = _example("examples_jpeg2k.dcm")  # JPEG 2000 lossless, YBR_RCT
+    rgb = dcmread(path).pixel_array.astype(np.float64)  # pydicom's RGB: the oracle
+    luma = (299 * rgb[..., 0] + 587 * rgb[..., 1] + 114 * rgb[..., 2]) / 1000
+    expected = np.where(rgb.max(axis=-1) - rgb.min(axis=-1) > COLOUR_SPREAD, 0, luma)
+    clip = read_dicom_clip(path)
+    assert clip.spacing is None and clip.spacing_problem is None
+    np.testing.assert_allclose(clip.frames[0], expected, rtol=0, atol=1e-4)
+
+
 def _calibrated_copy(src: Path, dst: Path, rows: tuple[int, int], cols: tuple[int, int]) -> float:
     """Copy ``src`` with its tissue region moved inside the grid; returns its delta (cm)."""
     ds = dcmread(src)
