@@ -42,7 +42,7 @@ logger = logging.getLogger("echonet_eval")
 
 def score(patients: pd.DataFrame, truth: pd.DataFrame) -> dict[str, object]:
     """Agreement of ``ef_4ch_pct`` with the truth's ``ef_4ch_pct`` (videos without EF counted)."""
-    joined = patients.join(truth[["ef_4ch_pct"]], rsuffix="_true")
+    joined = patients.join(truth[["ef_4ch_pct"]].add_suffix("_true"))
     have = joined["ef_4ch_pct"].notna()
     error = (joined.loc[have, "ef_4ch_pct"] - joined.loc[have, "ef_4ch_pct_true"]).to_numpy()
     n = len(joined)

@@ -20,6 +20,7 @@ import pytest
 
 from echo_batch.domain import InputFormat, View
 from echo_batch.io.discovery import discover
+from echo_batch.report import write_report
 from echo_batch.run.options import RunOptions
 from echo_batch.run.serial import run_cohort
 from echo_batch.synth.dicom_convert import camus_stills_to_dicom, write_ultrasound_dicom
@@ -63,7 +64,8 @@ def converted(real_sample, tmp_path_factory) -> dict[str, Path]:
 
 
 def _run(data: Path, out: Path) -> pd.DataFrame:
-    run_cohort(RunOptions(data, out))  # the bundled model, the report written
+    run_cohort(RunOptions(data, out))  # the bundled model
+    write_report(out)
     return pd.read_parquet(out / "patients.parquet").set_index("patient_id").sort_index()
 
 
@@ -87,7 +89,8 @@ def test_camus_stills_as_dicom_give_the_nifti_numbers_and_no_identity(converted,
     needles = [NAME, NAME.replace("^", " "), "Testperson", "Jolanda", BIRTH, "1939-02-14"]
     for out in ("raw", "jpeg"):
         files = [p for p in (tmp_path / out).rglob("*") if p.is_file()]
-        assert len(files) >= 5  # parquet files, run.json, the report and its figures
+        assert (tmp_path / out / "report" / "index.html") in files
+        assert len(files) >= 8  # parquet files, run.json, the report and its figures
         for path in files:
             data = path.read_bytes()
             for needle in needles:

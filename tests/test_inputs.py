@@ -11,6 +11,7 @@ spacing.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from echo_batch.domain import (
 from echo_batch.errors import InputError
 from echo_batch.io.cfg import parse_cfg
 from echo_batch.io.discovery import discover
+from echo_batch.report import write_report
 from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.serial import run_cohort
 from echo_batch.synth.cohort import synth_cohort
@@ -241,8 +243,14 @@ def test_echonet_layout_is_discovered_with_its_tracings(echonet):
 def test_echonet_traced_frames_give_the_true_ef_without_any_volume(echonet, tmp_path):
     out = tmp_path / "out"
     options = ChunkOptions(segmentation=SegmentationSource.GT)
-    run_cohort(RunOptions(echonet, out, options, report=False))
+    run_cohort(RunOptions(echonet, out, options))
+    write_report(out)
     patients, frames = _results(out)
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["inputs"]["input_format"] == {"echonet": 5}
+    assert summary["inputs"]["spacing_source"] == {"none": 5}
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "5 patient(s) have no trusted pixel spacing" in page
     truth = pd.read_csv(echonet / "truth.csv").set_index("patient_id").sort_index()
     assert list(patients.index) == list(truth.index)
     assert (patients["input_format"] == "echonet").all()
@@ -265,8 +273,6 @@ def test_echonet_traced_frames_give_the_true_ef_without_any_volume(echonet, tmp_
 
 
 def test_discover_command_shows_each_input_format_and_its_problems(echonet, loop_cohort):
-    import json
-
     from typer.testing import CliRunner
 
     from echo_batch.cli import app
@@ -284,8 +290,9 @@ def test_discover_command_shows_each_input_format_and_its_problems(echonet, loop
             "problems": 0,
         }
     }
-    rows = _loop_rows(loop_cohort)[:1] + [
-        {"patient_id": "p2", "view": "4CH", "path": "../elsewhere.nii.gz"}
+    rows = [
+        *_loop_rows(loop_cohort)[:1],
+        {"patient_id": "p2", "view": "4CH", "path": "../elsewhere.nii.gz"},
     ]
     manifest = _write_manifest(loop_cohort / "cli.csv", rows)
     result = runner.invoke(app, ["discover", str(manifest)])

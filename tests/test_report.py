@@ -240,6 +240,15 @@ def test_report_of_stills_is_the_same_in_schema_1_2_and_1_3(model_out, tmp_path)
         page = (out / "report" / "index.html").read_text(encoding="utf-8")
         assert ('id="loops"' in page) == (kind == "frame rows")
         summaries[kind] = summary
+    # schema 1.3 says where the inputs came from; 1.2 had no such columns
+    assert summaries["1.2"].pop("inputs") == {}
+    n = summaries["empty frames"]["patients"]
+    for kind in ("empty frames", "frame rows"):
+        assert summaries[kind].pop("inputs") == {
+            "input_format": {"camus2023": n},
+            "spacing_source": {"header": n},
+            "frames_source": {"annotated": n},
+        }
     assert summaries["empty frames"] == summaries["1.2"]
     assert summaries["1.2"]["loops"] is None
     assert all("curve" not in g for g in summaries["1.2"]["gallery"])

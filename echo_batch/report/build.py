@@ -7,11 +7,14 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from echo_batch import atomic
 from echo_batch.report import html, plots
 from echo_batch.report.gallery import GalleryCase, render_gallery
+
+if TYPE_CHECKING:
+    import pandas as pd
 from echo_batch.report.loops import EF_DETECTED_VS_ANNOTATED, loop_summary
 from echo_batch.report.stats import (
     EF_COMPARISONS,
@@ -104,6 +107,7 @@ def summarise(run: RunData) -> dict[str, Any]:
         "flags": flag_counts(patients, run.images),
         "segmentation": segmentation_table(run.images),
         "loops": loop_summary(run),
+        "inputs": input_mix(patients),
     }
     if primary is not None:
         summary["by_image_quality"] = grouped_agreement(patients, primary, "image_quality")
@@ -166,6 +170,33 @@ def _stats_cells(stats: dict[str, float] | None) -> list[str]:
 STATS_HEADERS = ["n", "r", "bias", "SD", "limits of agreement", "MAE", "within 5"]
 
 
+def input_mix(patients: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Patients per input format, spacing source and frames source (empty for outputs written
+    before these columns existed)."""
+    return {
+        column: {str(k): int(v) for k, v in patients[column].value_counts().sort_index().items()}
+        for column in ("input_format", "spacing_source", "frames_source")
+        if column in patients
+    }
+
+
+def _inputs_note(inputs: dict[str, dict[str, int]]) -> str | None:
+    """One sentence on the formats and spacing sources the cohort mixed (None for none)."""
+    formats, spacing = inputs.get("input_format", {}), inputs.get("spacing_source", {})
+    if not formats:
+        return None
+    text = "Inputs: " + ", ".join(f"{k} {v}" for k, v in formats.items())
+    text += "; spacing from " + ", ".join(f"{k} {v}" for k, v in spacing.items()) + "."
+    if spacing.get("none"):
+        text += (
+            f" {spacing['none']} patient(s) have no trusted pixel spacing: their EF is measured, "
+            "their volumes are not (null)."
+        )
+    if len(formats) > 1 or len(spacing) > 1:
+        text += " The cohort mixes sources: compare groups before pooling their figures."
+    return text
+
+
 def _summary_section(summary: dict[str, Any]) -> str:
     qc = summary["qc"]
     name = summary["primary"]
@@ -202,6 +233,9 @@ def _summary_section(summary: dict[str, Any]) -> str:
         )
     else:
         parts.append(html.paragraph("No reference EF: agreement figures are not available."))
+    note = _inputs_note(summary.get("inputs") or {})
+    if note is not None:
+        parts.append(html.paragraph(note, "note"))
     return html.section("summary", "Summary", *parts)
 
 

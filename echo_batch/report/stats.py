@@ -68,9 +68,7 @@ SEGMENTATION_METRICS = (
     ("mad_lv_mm", "MAD LV (mm)"),
 )
 
-UNREPORTED_PATIENT_COLUMNS = frozenset(
-    {"error", "measure_config", "split", "input_format", "spacing_source"}
-)
+UNREPORTED_PATIENT_COLUMNS = frozenset({"error", "measure_config", "split"})
 """Columns of ``patients.parquet`` the report never shows (free text and provenance)."""
 REPORTED_IMAGE_COLUMNS = (
     "patient_id",
