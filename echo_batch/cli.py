@@ -150,8 +150,10 @@ def synth(
         ImageFormat,
         typer.Option(
             "--format",
-            help="nifti (CAMUS 2023 layout), mhd (2019), or echonet (EchoNet-Dynamic layout: one "
-            "4CH video per patient, 112 px, tracings; --max-side and --loops do not apply).",
+            help="nifti (CAMUS 2023 layout), mhd (2019), echonet (EchoNet-Dynamic layout: one "
+            "4CH video per patient, 112 px, tracings; --max-side and --loops do not apply), or "
+            "dicom (OUT/dicom: one multi-frame file per view, JPEG or uncompressed, calibrated "
+            "tissue region, names and birth dates in the headers; full loops).",
         ),
     ] = ImageFormat.NIFTI,
     max_side: Annotated[
@@ -176,6 +178,12 @@ def synth(
 
         root = synth_echonet(out, patients, seed=seed)
         typer.echo(f"wrote {patients} synthetic EchoNet videos to {root} (truth in truth.csv)")
+        return
+    if fmt == ImageFormat.DICOM:
+        from echo_batch.synth.dicom import synth_dicom_cohort
+
+        root = synth_dicom_cohort(out, patients, seed=seed, max_side=max_side)
+        typer.echo(f"wrote {patients} synthetic DICOM patients to {root / 'dicom'} (truth.csv)")
         return
     root = synth_cohort(out, patients, seed=seed, fmt=fmt.value, max_side=max_side, loops=loops)
     typer.echo(f"wrote {patients} synthetic patients to {root} (truth in {root / 'truth.csv'})")

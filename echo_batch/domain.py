@@ -87,6 +87,7 @@ class ImageFormat(StrEnum):
     NIFTI = "nifti"  # CAMUS 2023 layout
     MHD = "mhd"  # CAMUS 2019 layout
     ECHONET = "echonet"  # EchoNet-Dynamic layout: FileList.csv, Videos/*.avi, VolumeTracings.csv
+    DICOM = "dicom"  # one flat folder of multi-frame ultrasound DICOM files (JPEG and uncompressed)
 
 
 class FramesMode(StrEnum):

@@ -299,3 +299,20 @@ def test_discover_command_shows_each_input_format_and_its_problems(echonet, loop
     assert result.exit_code == 0, result.output
     assert "input format manifest: 2 patients, 0 stills, 1 loops, 1 problems" in result.stdout
     assert "p2: line 3: file" in result.stdout and "is missing" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("fmt", "extra", "loops"), [("dicom", ["--max-side", "48"], 2), ("echonet", [], 1)]
+)
+def test_synth_writes_a_cohort_that_discovery_reads_back(tmp_path, fmt, extra, loops):
+    from typer.testing import CliRunner
+
+    from echo_batch.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / fmt
+    result = runner.invoke(app, ["synth", str(out), "--format", fmt, "--patients", "2", *extra])
+    assert result.exit_code == 0, result.output
+    found = discover(out)
+    assert len(found.patients) == 2 and not found.problems
+    assert all(len(p.sequences) == loops and p.format.value == fmt for p in found.patients)
