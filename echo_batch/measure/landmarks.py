@@ -99,8 +99,24 @@ def largest_lv_component(labels: np.ndarray) -> tuple[np.ndarray, tuple[int, int
         ``(mask, (row0, col0))``: ``(h, w)`` bool mask of the component and the image position of
         its top-left pixel; None when there is no LV pixel.
     """
-    lv = (labels == Label.LV).view(np.uint8)
-    bx, by, bw, bh = cv2.boundingRect(lv)  # labelling only the LV bounding box is much cheaper
+    return largest_component(labels, Label.LV)
+
+
+def largest_component(
+    labels: np.ndarray, label: Label
+) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """Largest 8-connected component of one label with its holes filled, cropped to its box.
+
+    Args:
+        labels: ``(H, W)`` label map.
+        label: the label whose component is wanted.
+
+    Returns:
+        ``(mask, (row0, col0))``: ``(h, w)`` bool mask of the component and the image position of
+        its top-left pixel; None when the label is absent.
+    """
+    lv = np.ascontiguousarray(labels == label).view(np.uint8)
+    bx, by, bw, bh = cv2.boundingRect(lv)  # labelling only the bounding box is much cheaper
     if bw == 0 or bh == 0:
         return None
     _, cc, stats, _ = cv2.connectedComponentsWithStats(
@@ -337,7 +353,8 @@ def crop_padded(
     return out
 
 
-def _polygon_area(points: np.ndarray) -> float:
+def polygon_area(points: np.ndarray) -> float:
+    """Area enclosed by a closed polygon ``(N, 2)`` (shoelace formula), in its units squared."""
     y, x = points[:, 0], points[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
@@ -408,7 +425,7 @@ def measure_lv(labels: np.ndarray, spacing: tuple[float, float]) -> ViewGeometry
     scale = np.array([sy, sx])
     contour_px = contour_local + np.array([row0, col0], dtype=float)
     contour_mm = contour_px * scale
-    area = _polygon_area(contour_mm)
+    area = polygon_area(contour_mm)
     perimeter = float(
         np.linalg.norm(np.diff(contour_mm, axis=0, append=contour_mm[:1]), axis=1).sum()
     )

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, fields
 
 import numpy as np
+from scipy.special import ellipeinc
 
 from echo_batch.domain import View
 
@@ -71,6 +72,52 @@ class LVShape:
     def base_half_width_mm(self, view: View) -> float:
         """Half the mitral opening in ``view``, mm."""
         return self.semi_axis_mm(view) * math.sqrt(1.0 - self.base_frac**2)
+
+    def border_length_mm(self, view: View) -> float:
+        """Length of the LV endocardial border in ``view``, hinge to hinge through the apex, mm.
+
+        The section's border is ``(v, z) = (s sin phi, c cos phi)`` for ``|phi| <= phi0``,
+        ``cos phi0 = -t``: its length is ``2 s E(phi0 | 1 - c²/s²)``, with ``E`` the incomplete
+        elliptic integral of the second kind.
+        """
+        s = self.semi_axis_mm(view)
+        phi0 = math.acos(-self.base_frac)
+        return 2.0 * s * float(ellipeinc(phi0, 1.0 - (self.c_mm / s) ** 2))
+
+    def _la_cap(self, view: View) -> tuple[float, float, float]:
+        """Atrial semi-axes ``(transverse, long)`` in ``view`` and ``u0``: the annulus plane at
+        ``u0`` long semi-axes above the atrium's centre."""
+        ra, rz, zc = _atrium(self, view)
+        return ra, rz, (-self.base_frac * self.c_mm - zc) / rz
+
+    @property
+    def la_volume_ml(self) -> float:
+        """True left-atrial volume, mL.
+
+        The atrium is the ellipsoid of semi-axes ``(ra_2CH, ra_4CH, rz)`` below the annulus plane
+        (its centre ``u0 rz`` below it, the same in both views since ``ra`` is the same multiple of
+        each view's half mitral opening): ``π ra_2CH ra_4CH rz g(u0)`` with ``g`` as for the LV.
+        Biplane method of disks converges to it.
+        """
+        ra2, rz, u0 = self._la_cap(View.A2C)
+        ra4, _, _ = self._la_cap(View.A4C)
+        return math.pi * ra2 * ra4 * rz * _g(u0) / 1000.0
+
+    def la_single_plane_volume_ml(self, view: View) -> float:
+        """Single-plane method-of-disks limit of the atrium in ``view``: ``π ra² rz g(u0)``, mL."""
+        ra, rz, u0 = self._la_cap(view)
+        return math.pi * ra * ra * rz * _g(u0) / 1000.0
+
+    @property
+    def la_length_mm(self) -> float:
+        """LA length, annulus mid-point to the roof along the axis, ``rz (1 + u0)``, mm."""
+        _, rz, u0 = self._la_cap(View.A2C)
+        return rz * (1.0 + u0)
+
+    def la_area_mm2(self, view: View) -> float:
+        """Area of the atrium's section in ``view`` (ellipse below the annulus), mm²."""
+        ra, rz, u0 = self._la_cap(view)
+        return 2.0 * ra * rz * _half_disk(u0)
 
     def interpolate(self, other: LVShape, phase: float) -> LVShape:
         """Shape a fraction ``phase`` (0 = self, 1 = other) of the way to ``other``."""
