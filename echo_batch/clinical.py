@@ -1,4 +1,5 @@
-"""Clinical EF thresholds: one table, each value next to its source.
+"""Clinical thresholds and published reference values: one table each, every value next to its
+source (EF categories and normal ranges; reference values of the per-study measurements).
 
 Sources:
 
@@ -9,6 +10,20 @@ Sources:
   quantification by echocardiography in adults: an update from the ASE and the EACVI."
   J Am Soc Echocardiogr 2015;28:1-39, Table 4 (2D biplane LVEF, mean +/- 2 SD):
   men 52-72 %, women 54-74 %.
+
+* Reference values of the per-study measurements (:data:`STUDY_REFERENCE_VALUES`):
+  Lang RM, Bierig M, Devereux RB, et al. "Recommendations for chamber quantification."
+  J Am Soc Echocardiogr 2005;18:1440-1463 (LA volume, biplane, women 22-52 mL, men 18-58 mL;
+  the 2015 update gives the indexed limit only: LA volume / BSA <= 34 mL/m^2, which needs the
+  body surface area CAMUS does not carry); Yingchoncharoen T, Agarwal S, Popovic ZB, Marwick TH.
+  "Normal ranges of left ventricular strain: a meta-analysis." J Am Soc Echocardiogr
+  2013;26:185-191 (speckle-tracking GLS of healthy adults, 24 studies, 2,597 subjects: mean
+  -19.7 %, 95 % CI -20.4 to -18.9 %, study means from -15.9 to -22.1 %); Stoylen A, Molmen HE,
+  Dalen H. "Relation between mitral annular plane systolic excursion and global longitudinal
+  strain in normal subjects: the HUNT study." Echocardiography 2018;35:603-610 (MAPSE normalised
+  by the LV length, 1,266 healthy subjects: 16.3 +/- 2.4 %). No guideline gives a normal range
+  of the LV's fractional area change in the apical views (the guideline FAC is the right
+  ventricle's); none is listed.
 
 Boundaries between the integer limits: the published categories are written for whole-number
 EF (40 | 41-49 | 50). Measured EF is a float, so the table uses half-open intervals on the real
@@ -126,3 +141,65 @@ def ef_is_normal(ef_pct: float | None, sex: Sex | str | None) -> bool | None:
     except ValueError:
         return None
     return normal.low_pct <= ef_pct <= normal.high_pct
+
+
+@dataclass(frozen=True)
+class ReferenceValue:
+    """Published values of healthy adults for one per-study measurement.
+
+    Attributes:
+        column: ``patients.parquet`` column the values are compared with.
+        population: who was measured (and how, when the method differs from ours).
+        low: lower limit of the normal range (None when the source gives none).
+        high: upper limit (None when the source gives none).
+        mean: mean of the healthy population (None when the source gives none).
+        sd: its standard deviation (None when the source gives none).
+        source: citation, with the table or figure the values come from.
+    """
+
+    column: str
+    population: str
+    low: float | None
+    high: float | None
+    mean: float | None
+    sd: float | None
+    source: str
+
+
+_LANG_2005 = "Lang et al. 2005, ASE/EAE chamber quantification, LA volume reference range"
+_YINGCHONCHAROEN_2013 = "Yingchoncharoen et al. 2013, meta-analysis of normal LV strain"
+_STOYLEN_2018 = "Stoylen et al. 2018, HUNT study, MAPSE normalised by LV length (MAPSEn)"
+
+STUDY_REFERENCE_VALUES: tuple[ReferenceValue, ...] = (
+    ReferenceValue("la_volume_ml", "women", 22.0, 52.0, None, None, _LANG_2005),
+    ReferenceValue("la_volume_ml", "men", 18.0, 58.0, None, None, _LANG_2005),
+    ReferenceValue(
+        "gls_contour_pct",
+        "healthy adults, speckle-tracking GLS (not contour-based)",
+        None,
+        None,
+        -19.7,
+        None,
+        _YINGCHONCHAROEN_2013 + ": mean -19.7 %, 95 % CI -20.4 to -18.9 %",
+    ),
+    ReferenceValue(
+        "long_axis_shortening_2ch_pct",
+        "healthy adults, mean of the apical views",
+        16.3 - 2 * 2.4,
+        16.3 + 2 * 2.4,
+        16.3,
+        2.4,
+        _STOYLEN_2018 + ": 16.3 +/- 2.4 %, range mean +/- 2 SD",
+    ),
+    ReferenceValue(
+        "long_axis_shortening_4ch_pct",
+        "healthy adults, mean of the apical views",
+        16.3 - 2 * 2.4,
+        16.3 + 2 * 2.4,
+        16.3,
+        2.4,
+        _STOYLEN_2018 + ": 16.3 +/- 2.4 %, range mean +/- 2 SD",
+    ),
+)
+"""Published values of healthy adults beside which a cohort's per-study measurements are shown
+(report, docs/measures.md); sources in the module docstring."""

@@ -27,8 +27,15 @@ from echo_batch.store.files import (
     write_results,
 )
 from echo_batch.store.parts import OutputStore, measure_config
-from echo_batch.store.records import ChunkResult, FrameRecord, ImageRecord, PatientRecord
+from echo_batch.store.records import (
+    SCHEMA_VERSION,
+    ChunkResult,
+    FrameRecord,
+    ImageRecord,
+    PatientRecord,
+)
 
+CURRENT = tuple(int(part) for part in SCHEMA_VERSION.split("."))
 GT = measure_config("gt", None)
 MODEL = measure_config("m@1", None)
 _PATIENT_FIELDS = [f.name for f in dataclasses.fields(PatientRecord)]
@@ -98,7 +105,7 @@ def test_frames_part_holds_the_chunk_frames_as_given(tmp_path):
     assert part["view"].to_pylist() == ["4CH"] * 3 + ["2CH"] * 2
     assert part.schema.field("volume_single_ml").metadata[b"unit"] == b"mL"
     assert part.schema.field("time_ms").metadata[b"unit"] == b"ms"
-    assert schema_version(tmp_path / "parts" / f"{stem}.frames.parquet") == (1, 3)
+    assert schema_version(tmp_path / "parts" / f"{stem}.frames.parquet") == CURRENT
 
 
 # ------------------------------------------------------------------------------------ compaction
@@ -240,14 +247,16 @@ def test_an_out_of_schema_1_2_resumes_and_compacts_without_frames(out_1_2):
     assert patients.n_beats.isna().all(), "columns added in 1.3 read as null"
     assert pd.read_parquet(out_1_2 / IMAGES_FILE).frame.isna().all()
     assert keys(read_frames(out_1_2)) == [("p3", "2CH", 0), ("p3", "2CH", 1)]
-    assert schema_version(out_1_2 / FRAMES_FILE) == (1, 3)
+    assert schema_version(out_1_2 / FRAMES_FILE) == CURRENT
     assert not (out_1_2 / "parts").exists(), "the 1.2 part was consumed and deleted"
 
 
 def test_a_patients_file_of_schema_1_3_without_its_frames_file_is_an_error(tmp_path):
     stem = OutputStore(tmp_path).write_part(chunk("a", frames=loop("a", "2CH", 2)), 0)
     (tmp_path / "parts" / f"{stem}.frames.parquet").unlink()
-    with pytest.raises(EchoBatchError, match=rf"part {stem} has no frames file .*schema 1\.3"):
+    # written by this version (1.3 or later: a frames part is always written)
+    version = SCHEMA_VERSION.replace(".", r"\.")
+    with pytest.raises(EchoBatchError, match=rf"part {stem} has no frames file .*schema {version}"):
         OutputStore(tmp_path).done_patient_ids()
     with pytest.raises(EchoBatchError, match="has no frames file"):
         OutputStore(tmp_path).compact(["a"], "m@1")

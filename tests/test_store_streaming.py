@@ -24,7 +24,13 @@ from compaction_oracle import in_memory_compaction
 from echo_batch.store import compaction
 from echo_batch.store.files import FRAMES_FILE, IMAGES_FILE, PATIENTS_FILE, write_results
 from echo_batch.store.parts import OutputStore, measure_config
-from echo_batch.store.records import ChunkResult, FrameRecord, ImageRecord, PatientRecord
+from echo_batch.store.records import (
+    SCHEMA_VERSION,
+    ChunkResult,
+    FrameRecord,
+    ImageRecord,
+    PatientRecord,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 GT = measure_config("gt", None)
@@ -154,7 +160,7 @@ def test_streaming_compaction_equals_the_in_memory_one(
         written = pq.read_table(path)
         assert written.equals(table), path.name
         assert written.schema.metadata[b"echo_batch.model_id"] == b"gt"
-        assert written.schema.metadata[b"echo_batch.schema_version"] == b"1.3"
+        assert written.schema.metadata[b"echo_batch.schema_version"] == SCHEMA_VERSION.encode()
     if bucket < 1024:  # one row group per bucket of patients
         groups = pq.ParquetFile(paths.patients).metadata.num_row_groups
         assert groups == -(-expected[0].num_rows // bucket)

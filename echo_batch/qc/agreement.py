@@ -53,6 +53,35 @@ EF_COMPARISONS: tuple[Comparison, ...] = (
 )
 
 
+# The per-study measurements beside EF that a run also computes on the expert masks (model masks
+# against expert masks, same formulas).
+STUDY_COMPARISONS: tuple[Comparison, ...] = (
+    Comparison(
+        "la_volume_vs_expert",
+        "la_volume_ml",
+        "la_volume_gt_ml",
+        "LA volume (biplane disks) vs expert masks",
+        "mL",
+    ),
+    Comparison(
+        "la_volume_al_vs_expert",
+        "la_volume_al_ml",
+        "la_volume_al_gt_ml",
+        "LA volume (biplane area-length) vs expert masks",
+        "mL",
+    ),
+    Comparison(
+        "gls_contour_vs_expert",
+        "gls_contour_pct",
+        "gls_contour_gt_pct",
+        "contour GLS vs expert masks",
+        "strain points",
+    ),
+    Comparison("fac_2ch_vs_expert", "fac_2ch_pct", "fac_2ch_gt_pct", "FAC 2CH vs expert masks"),
+    Comparison("fac_4ch_vs_expert", "fac_4ch_pct", "fac_4ch_gt_pct", "FAC 4CH vs expert masks"),
+)
+
+
 def agreement(pred: Sequence[float | None], ref: Sequence[float | None]) -> dict[str, float] | None:
     """Agreement over the pairs where both values are finite.
 

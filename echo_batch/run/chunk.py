@@ -35,7 +35,9 @@ from echo_batch.domain import (
 from echo_batch.errors import EchoBatchError, InputError, OutputError
 from echo_batch.io.cfg import parse_cfg
 from echo_batch.io.image import EchoImage, read_with_truth
+from echo_batch.measure.atrium import AtriumGeometry, measure_la
 from echo_batch.measure.camus_method import CamusFailure, CamusResult, camus_biplane
+from echo_batch.measure.deformation import border_length_mm
 from echo_batch.measure.landmarks import (
     GeometryFailure,
     ViewGeometry,
@@ -43,8 +45,16 @@ from echo_batch.measure.landmarks import (
     measure_lv,
 )
 from echo_batch.measure.patient import patient_volumes, single_plane_ml
+from echo_batch.measure.study import SCALED_COLUMNS, StudyMeasures, study_measures
 from echo_batch.measure.volumes import area_length_ml
-from echo_batch.qc.flags import is_blocking, patient_flags
+from echo_batch.qc.atrium import la_edge_mm
+from echo_batch.qc.flags import (
+    QCFlag,
+    atrium_image_flags,
+    atrium_patient_flags,
+    is_blocking,
+    patient_flags,
+)
 from echo_batch.qc.metrics import contour_distances_mm, dice_by_label
 from echo_batch.run.loops import (
     SIZE_FLAGS,
@@ -357,26 +367,34 @@ def _patient_record(
     masks: dict[ImageKey, np.ndarray] = {}
     gt_masks: dict[ImageKey, np.ndarray] = {}
     spacings: dict[ImageKey, tuple[float, float]] = {}
+    atria: dict[View, AtriumGeometry | GeometryFailure] = {}  # at LV end-systole
+    gt_atria: dict[View, AtriumGeometry | GeometryFailure] = {}
     image_records: list[ImageRecord] = []
     errors = list(work.errors)
     for key, item in work.images.items():
-        geometry = None
+        geometry = atrium = None
         if item.mask is not None and item.image is not None:
             spacings[key] = item.image.spacing
             masks[key] = item.mask
             geometry = measure_lv(item.mask, item.image.spacing)
+            atrium = measure_la(item.mask, item.image.spacing, geometry)
             if isinstance(geometry, ViewGeometry):
                 geometries[key] = geometry
+            if key.instant == Instant.ES:
+                atria[key.view] = atrium
             if item.gt is not None:
                 gt_masks[key] = item.gt.array
-                gt_geo = (
-                    geometry
+                gt_geo, gt_atrium = (
+                    (geometry, atrium)
                     if options.segmentation == SegmentationSource.GT
-                    else measure_lv(item.gt.array, item.image.spacing)
+                    else _lv_and_atrium(item.gt.array, item.image.spacing)
                 )
                 if isinstance(gt_geo, ViewGeometry):
                     gt_geometries[key] = gt_geo
+                if key.instant == Instant.ES:
+                    gt_atria[key.view] = gt_atrium
         record = _image_record(ref, item, geometry, source)
+        record = _with_study_fields(record, item, geometry, atrium)
         if record.error:
             errors.append(record.error)
         image_records.append(record)
@@ -405,9 +423,16 @@ def _patient_record(
         status = Status.PARTIAL if has_single else Status.FAILED
     if status != Status.OK:
         errors.extend(n for n in volumes.notes if n not in errors)
+    study = study_measures(geometries, spacings, atria)
+    gt_study = (
+        study_measures(gt_geometries, spacings, gt_atria) if gt_geometries else StudyMeasures()
+    )
+    if status != Status.FAILED:  # why each measurement beside EF is null (status unchanged)
+        errors.extend(n for n in study.notes if n not in errors)
     flags = patient_flags(
         volumes, image_records, geometries, None if cfg is None else cfg.image_quality
     )
+    flags = sorted({*flags, *atrium_patient_flags(study.la_length_2ch_mm, study.la_length_4ch_mm)})
     record = PatientRecord(
         patient_id=ref.patient_id,
         split=ref.split.value,
@@ -435,8 +460,42 @@ def _patient_record(
         qc_pass=status == Status.OK and not is_blocking(flags),
         qc_flags=flags,
         model_id=model_id,
+        **study.columns(),
+        la_volume_gt_ml=gt_study.la_volume_ml,
+        la_volume_al_gt_ml=gt_study.la_volume_al_ml,
+        gls_contour_gt_pct=gt_study.gls_contour_pct,
+        fac_2ch_gt_pct=gt_study.fac_2ch_pct,
+        fac_4ch_gt_pct=gt_study.fac_4ch_pct,
     )
     return record, image_records
+
+
+def _lv_and_atrium(
+    labels: np.ndarray, spacing: tuple[float, float]
+) -> tuple[ViewGeometry | GeometryFailure, AtriumGeometry | GeometryFailure]:
+    """The LV and the atrium of one label map."""
+    geometry = measure_lv(labels, spacing)
+    return geometry, measure_la(labels, spacing, geometry)
+
+
+def _with_study_fields(
+    record: ImageRecord,
+    item: _ImageWork,
+    geometry: ViewGeometry | GeometryFailure | None,
+    atrium: AtriumGeometry | GeometryFailure | None,
+) -> ImageRecord:
+    """The image row with its LV border length, its atrium's area and length and, at LV
+    end-systole (where the LA volume is measured), the ``la_cut`` flag."""
+    if not isinstance(geometry, ViewGeometry) or item.image is None or item.mask is None:
+        return record
+    spacing = item.image.spacing
+    fields: dict[str, object] = {"lv_border_length_mm": border_length_mm(geometry, spacing)}
+    if isinstance(atrium, AtriumGeometry):
+        fields.update(la_area_mm2=atrium.area_mm2, la_length_mm=atrium.length_mm)
+        if item.key.instant == Instant.ES:
+            cut = atrium_image_flags(la_edge_mm(item.mask, item.image.array, spacing))
+            fields["qc_flags"] = sorted({*(record.qc_flags or ()), *cut})
+    return dataclasses.replace(record, **fields)
 
 
 def _read_cfgs(ref: PatientRef) -> tuple[dict[View, CfgInfo], list[str]]:
@@ -711,8 +770,21 @@ _IMAGE_SCALED_FIELDS = (
     "hd_lv_mm",
     "hd95_lv_mm",
     "mad_lv_mm",
+    "lv_border_length_mm",
+    "la_area_mm2",
+    "la_length_mm",
 )
-_PATIENT_VOLUMES = ("edv_ml", "esv_ml", "edv_camus_ml", "esv_camus_ml")
+# flags of the LA volume, judged in mm: meaningless (and the volume null) without a spacing
+_ATRIUM_FLAGS = frozenset({QCFlag.LA_CUT.value, QCFlag.LA_LENGTH_MISMATCH.value})
+_PATIENT_VOLUMES = (
+    "edv_ml",
+    "esv_ml",
+    "edv_camus_ml",
+    "esv_camus_ml",
+    *SCALED_COLUMNS,
+    "la_volume_gt_ml",
+    "la_volume_al_gt_ml",
+)
 
 
 def _apply_spacing(
@@ -738,7 +810,7 @@ def _apply_spacing(
         dataclasses.replace(
             r,
             **dict.fromkeys(_IMAGE_SCALED_FIELDS),
-            qc_flags=[f for f in r.qc_flags if f not in SIZE_FLAGS],
+            qc_flags=[f for f in r.qc_flags if f not in SIZE_FLAGS | _ATRIUM_FLAGS],
         )
         if View(r.view) in unscaled
         else r
@@ -746,6 +818,7 @@ def _apply_spacing(
     ]
     changes: dict[str, object] = dict.fromkeys(_PATIENT_VOLUMES)
     changes.update(ef_camus_pct=None, ef_camus_gt_pct=None)
+    changes["qc_flags"] = [f for f in patient.qc_flags if f not in _ATRIUM_FLAGS]  # mm limits
     for view in unscaled:
         suffix = view.value.lower()
         changes.update({f"edv_{suffix}_ml": None, f"esv_{suffix}_ml": None})

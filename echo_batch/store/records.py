@@ -14,8 +14,10 @@ import pyarrow as pa
 
 # 1.1: images.parquet qc_flags; 1.2: patients.parquet measure_config (what produced each row, so
 # that a resumed run never takes rows of other settings for its own); 1.3: cine loops
-# (frames.parquet, the frames and beats columns of patients.parquet, images.parquet frame)
-SCHEMA_VERSION = "1.3"
+# (frames.parquet, the frames and beats columns of patients.parquet, images.parquet frame); 1.4:
+# per-study measurements (LA volume, contour GLS, FAC, long-axis shortening; LV border length and
+# LA area and length per image)
+SCHEMA_VERSION = "1.4"
 
 UNITS = {
     "_ml": "mL",
@@ -58,6 +60,11 @@ class ImageRecord:
             the patient's ``qc_flags``. Nullable, so that files of schema 1.0 (without it)
             still resume.
         frame: 0-based frame of the loop this ED or ES image was taken from (null for a still).
+        lv_border_length_mm: LV endocardial border, hinge to hinge through the apex (smoothed;
+            :mod:`echo_batch.measure.deformation`).
+        la_area_mm2: left-atrial area (largest atrium component).
+        la_length_mm: left-atrial length, mitral annulus mid-point to the roof, perpendicular to
+            the annulus.
     """
 
     patient_id: str
@@ -83,6 +90,9 @@ class ImageRecord:
     confidence: float | None = None
     qc_flags: list[str] | None = field(default_factory=list)
     frame: int | None = None
+    lv_border_length_mm: float | None = None
+    la_area_mm2: float | None = None
+    la_length_mm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,30 @@ class PatientRecord:
         n_beats: beats behind the EF (pairs of 2CH and 4CH beats, or the beats of one view).
         ef_beats_sd_pct: standard deviation of the per-beat EF (null for fewer than 2 beats).
         heart_rate_bpm: from the ED-to-ED intervals when the frame time is known.
+        la_volume_ml: left-atrial volume at LV end-systole, biplane method of disks (formulas:
+            :mod:`echo_batch.measure.study`; why a value is null: ``error``).
+        la_volume_al_ml: left-atrial volume at LV end-systole, biplane area-length
+            ``0.85 A_2CH A_4CH / L`` (L the shorter LA length).
+        la_volume_2ch_ml: left-atrial volume, single-plane method of disks, 2CH.
+        la_volume_4ch_ml: left-atrial volume, single-plane method of disks, 4CH.
+        la_length_2ch_mm: LA length at LV end-systole, 2CH.
+        la_length_4ch_mm: LA length at LV end-systole, 4CH.
+        la_area_2ch_mm2: LA area at LV end-systole, 2CH.
+        la_area_4ch_mm2: LA area at LV end-systole, 4CH.
+        gls_contour_pct: contour-based longitudinal strain, mean of 2CH and 4CH: relative change
+            of the LV endocardial border length from ED to ES, negative when it shortens (an
+            approximation of GLS, not speckle tracking).
+        gls_contour_2ch_pct: contour-based longitudinal strain, 2CH.
+        gls_contour_4ch_pct: contour-based longitudinal strain, 4CH.
+        fac_2ch_pct: LV fractional area change ``(A_ED - A_ES) / A_ED``, 2CH.
+        fac_4ch_pct: LV fractional area change, 4CH.
+        long_axis_shortening_2ch_pct: LV long-axis shortening ``(L_ED - L_ES) / L_ED``, 2CH.
+        long_axis_shortening_4ch_pct: LV long-axis shortening, 4CH.
+        la_volume_gt_ml: ``la_volume_ml`` on the ground-truth masks, null if none.
+        la_volume_al_gt_ml: ``la_volume_al_ml`` on the ground-truth masks.
+        gls_contour_gt_pct: ``gls_contour_pct`` on the ground-truth masks.
+        fac_2ch_gt_pct: ``fac_2ch_pct`` on the ground-truth masks.
+        fac_4ch_gt_pct: ``fac_4ch_pct`` on the ground-truth masks.
     """
 
     patient_id: str
@@ -180,6 +214,26 @@ class PatientRecord:
     n_beats: int | None = None
     ef_beats_sd_pct: float | None = None
     heart_rate_bpm: float | None = None
+    la_volume_ml: float | None = None
+    la_volume_al_ml: float | None = None
+    la_volume_2ch_ml: float | None = None
+    la_volume_4ch_ml: float | None = None
+    la_length_2ch_mm: float | None = None
+    la_length_4ch_mm: float | None = None
+    la_area_2ch_mm2: float | None = None
+    la_area_4ch_mm2: float | None = None
+    gls_contour_pct: float | None = None
+    gls_contour_2ch_pct: float | None = None
+    gls_contour_4ch_pct: float | None = None
+    fac_2ch_pct: float | None = None
+    fac_4ch_pct: float | None = None
+    long_axis_shortening_2ch_pct: float | None = None
+    long_axis_shortening_4ch_pct: float | None = None
+    la_volume_gt_ml: float | None = None
+    la_volume_al_gt_ml: float | None = None
+    gls_contour_gt_pct: float | None = None
+    fac_2ch_gt_pct: float | None = None
+    fac_4ch_gt_pct: float | None = None
 
 
 @dataclass(frozen=True)
