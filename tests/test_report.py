@@ -249,6 +249,11 @@ def test_report_of_stills_is_the_same_in_schema_1_2_and_1_3(model_out, tmp_path)
             "spacing_source": {"header": n},
             "frames_source": {"annotated": n},
         }
+    # schema 1.4 adds the per-study measurements (LA volume, contour GLS, FAC); 1.2 had none
+    assert summaries["1.2"].pop("measures") is None
+    measures = summaries["empty frames"].pop("measures")
+    assert measures["distributions"]["la_volume_ml"]["n"] == n
+    assert summaries["frame rows"].pop("measures") == measures
     assert summaries["empty frames"] == summaries["1.2"]
     assert summaries["1.2"]["loops"] is None
     assert all("curve" not in g for g in summaries["1.2"]["gallery"])

@@ -16,6 +16,7 @@ from echo_batch.report.gallery import GalleryCase, render_gallery
 if TYPE_CHECKING:
     import pandas as pd
 from echo_batch.report.loops import EF_DETECTED_VS_ANNOTATED, loop_summary
+from echo_batch.report.measures import measures_plot, measures_section, measures_summary
 from echo_batch.report.stats import (
     EF_COMPARISONS,
     VOLUME_COMPARISONS,
@@ -108,6 +109,7 @@ def summarise(run: RunData) -> dict[str, Any]:
         "segmentation": segmentation_table(run.images),
         "loops": loop_summary(run),
         "inputs": input_mix(patients),
+        "measures": measures_summary(patients),
     }
     if primary is not None:
         summary["by_image_quality"] = grouped_agreement(patients, primary, "image_quality")
@@ -146,11 +148,17 @@ def _plots(
         if summary["volumes"][c.name] is not None
     ]
     figures["volumes"] = plots.volume_plot(run.patients, volumes, folder / "volumes.png")
+    if summary["measures"] is not None:
+        figures["measures"] = measures_plot(run.patients, folder / "measures.png")
     return {k: v for k, v in figures.items() if v is not None}
 
 
 def _rel(path: Path, index_dir: Path) -> str:
     return path.relative_to(index_dir).as_posix()
+
+
+def _rel_or_none(path: Path | None, index_dir: Path) -> str | None:
+    return None if path is None else _rel(path, index_dir)
 
 
 def _stats_cells(stats: dict[str, float] | None) -> list[str]:
@@ -517,6 +525,11 @@ def render_page(
         _summary_section(summary),
         _agreement_section(summary, figures, root),
         *([_loops_section(summary["loops"])] if summary["loops"] is not None else []),
+        *(
+            [measures_section(summary["measures"], _rel_or_none(figures.get("measures"), root))]
+            if summary["measures"] is not None
+            else []
+        ),
         _qc_section(summary, figures, root),
         _groups_section(summary, figures, root),
         _segmentation_section(summary, figures, root),
