@@ -45,6 +45,7 @@ from echo_batch.run.cluster import (
 )
 from echo_batch.run.cohort import CohortRun, Progress, preflight
 from echo_batch.run.options import RunOptions
+from flows.report_process import write_report_in_child
 
 IN_FLIGHT_PER_THREAD = 2  # chunks submitted per worker thread while no chunk has failed
 
@@ -134,10 +135,8 @@ def _cohort_ef(options: RunOptions, progress: Progress | None) -> dict[str, Any]
                 },
             )
         logger.info("run finished: %s", record["summary"]["status"])
-        if options.report:
-            from echo_batch.report import write_report_safely
-
-            write_report_safely(options.out, logger)
+        if options.report:  # in a child process: its memory goes back when it is written
+            write_report_in_child(options.out, logger)
     finally:
         for future in closing:  # no cluster process outlives the run
             future.result()
@@ -173,7 +172,11 @@ def _run_chunks(client, chunks, run: CohortRun, seconds, progress) -> Counter[st
     options = run.options
     chunk_options = options.chunk_options(threads=1)
     resources = chunk_resources(client, chunk_options.device, chunk_options.segmentation)
-    waiting: deque[tuple[int, list[PatientRef]]] = deque(enumerate(chunks))
+    # chunk index and patients; None: the patients of chunks[index], taken (and for a
+    # PatientRefs cohort: still compressed) only when the chunk is submitted
+    waiting: deque[tuple[int, Sequence[PatientRef] | None]] = deque(
+        (index, None) for index in range(len(chunks))
+    )
     in_flight: dict[
         Any, tuple[int, list[PatientRef], float]
     ] = {}  # future -> index, refs, deadline
@@ -185,6 +188,8 @@ def _run_chunks(client, chunks, run: CohortRun, seconds, progress) -> Counter[st
         slots = max(1, sum(client.nthreads().values())) * depth[0]
         while waiting and len(in_flight) < slots:
             index, refs = waiting.popleft()
+            if refs is None:
+                refs = chunks[index]
             future = client.submit(
                 process_chunk,
                 refs,

@@ -23,9 +23,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
+
+from echo_batch.run.parent_watch import add_watch_arguments, die_with_parent, watch_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,7 @@ class ApiServer:
     def start(cls) -> ApiServer:
         """Start the server process (returns at once; :meth:`wait_ready` waits for it)."""
         port = _free_port()
-        command = [sys.executable, "-m", __name__, "--port", str(port)]
-        command += ["--parent", str(os.getpid())]
-        if threading.current_thread() is threading.main_thread():
-            command.append("--kernel-signal")  # see echo_batch.run.parent_watch
+        command = [sys.executable, "-m", __name__, "--port", str(port), *watch_arguments()]
         env = {**os.environ, "PREFECT_UI_ENABLED": "0"}
         logger.info("starting a temporary Prefect API on 127.0.0.1:%d", port)
         return cls(port, subprocess.Popen(command, env=env))
@@ -134,9 +132,23 @@ def prefect_api() -> Iterator[str]:
         server.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
         # the server has no UI: no "View at" link to it in the log
         with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}):
-            yield server.api_url
+            try:
+                yield server.api_url
+            finally:
+                _drain_to(server)
     finally:
         server.stop()
+
+
+def _drain_to(server: ApiServer) -> None:
+    """Send the log lines and events still queued to the server before it stops (as Prefect's
+    test harness does), so that nothing fails to reach it at interpreter exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    if server.process.poll() is None:
+        APILogWorker.drain_all(timeout=STOP_WAIT_S)
+        EventsWorker.drain_all(timeout=STOP_WAIT_S)
 
 
 def _free_port() -> int:
@@ -150,11 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     """Serve the Prefect API until SIGTERM, or until the parent process ends."""
     parser = argparse.ArgumentParser(description="temporary Prefect API of an echo-batch run")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--parent", type=int, required=True, help="pid of the run")
-    parser.add_argument("--kernel-signal", action="store_true", help="also PR_SET_PDEATHSIG")
+    add_watch_arguments(parser)
     args = parser.parse_args(argv)
-    from echo_batch.run.parent_watch import die_with_parent
-
     die_with_parent(args.parent, kernel_signal=args.kernel_signal)
     import uvicorn
     from prefect.server.api.server import create_app

@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar, overload
 
-def chunked(items: list, size: int) -> list[list]:
-    """Split a list into consecutive chunks of at most ``size`` items."""
-    if size < 1:
-        raise ValueError(f"chunk size must be >= 1, got {size}")
-    return [items[i : i + size] for i in range(0, len(items), size)]
+T = TypeVar("T")
+
+
+class Chunks(Sequence[Sequence[T]]):
+    """Consecutive chunks of at most ``size`` items of a sequence, each sliced when it is taken.
+
+    Nothing is copied up front: with :class:`~echo_batch.io.patient_refs.PatientRefs` the
+    chunks of a 100,000-patient run stay compressed until each is sent to a worker.
+    """
+
+    def __init__(self, items: Sequence[T], size: int) -> None:
+        if size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {size}")
+        self.items, self.size = items, size
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // self.size)
+
+    @overload
+    def __getitem__(self, index: int) -> Sequence[T]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Sequence[T]]: ...
+
+    def __getitem__(self, index: int | slice) -> Sequence[T] | Sequence[Sequence[T]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"chunk {index} of {len(self)}")
+        return self.items[index * self.size : (index + 1) * self.size]
+
+
+def chunked(items: Sequence[T], size: int) -> Chunks[T]:
+    """Split a sequence into consecutive chunks of at most ``size`` items (see :class:`Chunks`)."""
+    return Chunks(items, size)
 
 
 AUTO_CHUNK_MIN = 16

@@ -17,8 +17,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from echo_batch.domain import PatientRef, SegmentationSource
+from echo_batch.domain import SegmentationSource
 from echo_batch.io.discovery import Manifest, discover, validate_root
+from echo_batch.io.patient_refs import PatientRefs
 from echo_batch.run.chunk import GT_MODEL_ID, ChunkResult, model_id_for
 from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.record import run_record
@@ -97,6 +98,7 @@ class CohortRun:
     store: OutputStore
     started: float
     manifest: Manifest | None = None
+    patients: PatientRefs | None = None  # the manifest's patients, compressed
 
     @classmethod
     @contextlib.contextmanager
@@ -119,14 +121,19 @@ class CohortRun:
                 store.check_config()
             yield cls(options=options, model_id=model_id, store=store, started=started)
 
-    def plan(self, manifest: Manifest | None = None) -> list[PatientRef]:
+    def plan(self, manifest: Manifest | None = None) -> PatientRefs:
         """Discover the cohort (unless given) and return the patients still to process.
 
-        With resume, patients whose latest row is ``ok`` are skipped; the others run again.
+        With resume, patients whose latest row is ``ok`` are skipped; the others run again. The
+        patients are kept compressed (:class:`~echo_batch.io.patient_refs.PatientRefs`, about
+        80 bytes each instead of 7.5 KB), so that a cohort of 100,000 costs the run 8 MB.
         """
-        self.manifest = manifest or discover(self.options.data, files_root=self.options.files_root)
+        self.manifest = manifest or discover(
+            self.options.data, files_root=self.options.files_root, compact=True
+        )
+        self.patients = PatientRefs.from_refs(self.manifest.patients)
         done = self.store.done_patient_ids() if self.options.resume else set()
-        todo = [p for p in self.manifest.patients if p.patient_id not in done]
+        todo = self.patients.without(done) if done else self.patients
         logger.info(
             "%d patients discovered, %d already done, %d to process",
             len(self.manifest.patients),
@@ -162,11 +169,11 @@ class CohortRun:
         Returns:
             The run record.
         """
-        if self.manifest is None:
+        if self.manifest is None or self.patients is None:
             raise RuntimeError("CohortRun.finish before plan")
         t0 = time.perf_counter()
         self.store.compact(
-            [p.patient_id for p in self.manifest.patients],
+            self.patients.ids,
             self.model_id,
             keep_other_configs=self.options.resume,
         )

@@ -21,6 +21,7 @@ helper got this far is noticed at once.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import logging
 import os
@@ -52,6 +53,26 @@ def die_with_parent(parent_pid: int, *, kernel_signal: bool = False) -> None:
         _end(parent_pid)
         return
     threading.Thread(target=_watch, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def watch_arguments() -> list[str]:
+    """Command-line arguments that tell a helper started now, by this thread, whom to watch.
+
+    ``--parent <this pid>``, and ``--kernel-signal`` when this is the main thread (see the
+    module); a helper's parser takes them with :func:`add_watch_arguments`.
+    """
+    arguments = ["--parent", str(os.getpid())]
+    if threading.current_thread() is threading.main_thread():
+        arguments.append("--kernel-signal")
+    return arguments
+
+
+def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--parent PID`` (required) and ``--kernel-signal`` (see :func:`watch_arguments`)."""
+    parser.add_argument("--parent", type=int, required=True, help="pid of the run")
+    parser.add_argument(
+        "--kernel-signal", action="store_true", help="also PR_SET_PDEATHSIG (Linux)"
+    )
 
 
 def parent_is_gone(parent_pid: int) -> bool:
