@@ -181,7 +181,13 @@ import json, sys
 from pathlib import Path
 import pyarrow as pa
 from echo_batch.store.parts import OutputStore
-from echo_batch.store.records import ChunkResult, FrameRecord, ImageRecord, PatientRecord
+from echo_batch.store.records import (
+    SCHEMA_VERSION,
+    ChunkResult,
+    FrameRecord,
+    ImageRecord,
+    PatientRecord,
+)
 
 out, patients, per_chunk = Path(sys.argv[1]), int(sys.argv[2]), 64
 store = OutputStore(out)
