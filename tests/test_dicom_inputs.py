@@ -143,3 +143,26 @@ def test_a_folder_of_dicom_files_becomes_patients_studies_and_views(tmp_path):
     assert patients.loc["P3", "status"] == "failed"
     assert "a single frame" in patients.loc["P3", "error"]
     assert (patients["input_format"] == "dicom").all()
+
+
+def test_uncalibrated_dicom_frames_are_never_drawn(tmp_path):
+    """A DICOM frame not cropped to a trusted tissue region may carry the scanner's screen text
+    (names included): the report gallery draws its contours on black."""
+    from echo_batch.domain import Instant
+    from echo_batch.report.gallery import _loop_panels
+
+    loop = _loop()
+    for name, region in (("calibrated", True), ("uncalibrated", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_ultrasound_dicom(
+            folder / "a.dcm", loop, (0.3, 0.3), patient_id="P", view=View.A4C, region=region
+        )
+        (ref,) = discover(folder).patients
+        panels = _loop_panels(ref, View.A4C, {Instant.ED: 0, Instant.ES: 6})
+        assert [p.frame for p in panels] == [0, 6]
+        drawn = [p.image.array for p in panels]
+        if region:
+            np.testing.assert_array_equal(drawn[0], loop[0])
+        else:
+            assert all(not a.any() for a in drawn)

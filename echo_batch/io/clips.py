@@ -6,11 +6,123 @@ input itself says (a manifest's spacing or frame time) is applied on top of the 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
-from echo_batch.domain import ClipMeta, InputFormat, SpacingSource
+import numpy as np
+
+from echo_batch.domain import ClipMeta, InputFormat, PatientRef, SpacingSource, View
+from echo_batch.errors import InputError
 from echo_batch.io.clip import Clip
+from echo_batch.io.image import EchoSequence, ImageGrid, read_with_truth
 from echo_batch.io.limits import DEFAULT_LIMITS, InputLimits
+
+# A loop without a trusted spacing is measured on this nominal square grid: lengths, areas and
+# volumes come out in pixel units, which are never written (their columns are null), while every
+# ratio (EF, FAC, relative volume) is exact for square pixels.
+NOMINAL_SPACING = (1.0, 1.0)
+_CAMUS_FORMATS = (InputFormat.CAMUS2019, InputFormat.CAMUS2023)
+
+
+@dataclass(frozen=True)
+class PatientLoop:
+    """One view's loop of a patient as read, whatever its format.
+
+    Attributes:
+        frames: ``(T, H, W)`` frames on their grid (:data:`NOMINAL_SPACING` without a spacing).
+        gt: ``(T, H, W)`` uint8 expert label maps, or None.
+        traced: the frames ``gt`` holds masks for (None: every frame); EchoNet's tracings cover
+            two frames.
+        spacing_source: where the spacing came from (``NONE``: no trusted spacing).
+        spacing_problem: why a calibration in the file was refused.
+        frame_time_ms: the file's frame time, or the input's, or None.
+        input_format: format of the loop file.
+    """
+
+    frames: EchoSequence
+    gt: EchoSequence | None
+    traced: frozenset[int] | None
+    spacing_source: SpacingSource
+    spacing_problem: str | None
+    frame_time_ms: float | None
+    input_format: InputFormat
+
+    @property
+    def may_show_burned_in_text(self) -> bool:
+        """True for DICOM frames not cropped to a trusted tissue region: the scanner's screen
+        text (which may carry the patient's name) can be in them, so no picture may show them."""
+        return self.input_format == InputFormat.DICOM and self.spacing_source != (
+            SpacingSource.DICOM_REGION
+        )
+
+
+def read_patient_loop(ref: PatientRef, view: View) -> PatientLoop:
+    """Read one view's loop of a patient and its expert masks with the reader its format needs.
+
+    CAMUS NIfTI/MetaImage loops (also when a manifest lists them) keep their header grid, a
+    manifest's spacing replacing it; DICOM and video loops go through :func:`read_clip`;
+    EchoNet's tracings become the expert masks of the traced frames.
+
+    Raises:
+        InputError: the loop, its masks or its tracings are unusable (naming the file).
+    """
+    files = ref.sequences[view]
+    if files.image is None:
+        raise InputError(ref.folder, f"no {view.value} loop file")
+    meta = ref.clip_meta.get(view)
+    if meta is None or meta.input_format in _CAMUS_FORMATS:
+        frames, gt = read_with_truth(files.image, files.gt, patient_dir=ref.folder, sequence=True)
+        source = SpacingSource.HEADER
+        if meta is not None and meta.spacing_mm is not None:  # a manifest's spacing wins
+            grid = dataclasses.replace(frames.geometry, spacing=meta.spacing_mm)
+            frames = dataclasses.replace(frames, geometry=grid)
+            source = SpacingSource.MANIFEST
+        return PatientLoop(
+            frames=frames,  # type: ignore[arg-type]
+            gt=gt,  # type: ignore[arg-type]
+            traced=None,
+            spacing_source=source,
+            spacing_problem=None,
+            frame_time_ms=None if meta is None else meta.frame_time_ms,
+            input_format=ref.format if meta is None else meta.input_format,
+        )
+    clip = read_clip(files.image, meta)
+    grid = ImageGrid(spacing=clip.spacing or NOMINAL_SPACING)
+    frames = EchoSequence(array=clip.frames, geometry=grid, path=clip.path)
+    gt, traced = (None, None)
+    if meta.tracings is not None:
+        gt, traced = _traced_truth(ref, view, meta.tracings, frames)
+    return PatientLoop(
+        frames=frames,
+        gt=gt,
+        traced=traced,
+        spacing_source=clip.spacing_source,
+        spacing_problem=clip.spacing_problem,
+        frame_time_ms=clip.frame_time_ms,
+        input_format=meta.input_format,
+    )
+
+
+def _traced_truth(
+    ref: PatientRef, view: View, tracings: Path, frames: EchoSequence
+) -> tuple[EchoSequence, frozenset[int]]:
+    """Expert LV masks of the traced frames (label 1 inside each tracing), ``(T, H, W)`` uint8.
+
+    Raises:
+        InputError: the tracings file cannot be read again, or no longer traces this loop.
+    """
+    from echo_batch.io.tracings import read_tracings, tracing_mask
+
+    traced = read_tracings(tracings).of(ref.patient_id)
+    if not traced:
+        raise InputError(tracings, f"no tracing of {ref.patient_id} {view.value} any more")
+    shape = frames.array.shape
+    gt = np.zeros(shape, np.uint8)
+    for frame, tracing in traced.items():
+        if not 0 <= frame < shape[0]:
+            raise InputError(tracings, f"{tracing.where}: outside the {shape[0]} frames")
+        gt[frame] = tracing_mask(tracing, shape[1:])
+    return EchoSequence(array=gt, geometry=frames.geometry, path=tracings), frozenset(traced)
 
 
 def read_clip(path: Path, meta: ClipMeta, *, limits: InputLimits = DEFAULT_LIMITS) -> Clip:

@@ -20,6 +20,7 @@ and ES of every beat, the frames used, the annotated frames and the QC-rejected 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ import pandas as pd
 
 from echo_batch.domain import IMAGE_KEYS, ImageKey, Instant, Label, PatientRef, View
 from echo_batch.errors import InputError
-from echo_batch.io.image import EchoImage, EchoSequence, read_image, read_sequence
+from echo_batch.io.clips import read_patient_loop
+from echo_batch.io.image import EchoImage, EchoSequence, read_image
 from echo_batch.measure.landmarks import ViewGeometry, disk_chords, measure_lv
 from echo_batch.report.loops import loop_frames
 from echo_batch.report.plots import cycle_plot, figure, save
@@ -90,16 +92,19 @@ def _loop_panels(ref: PatientRef, view: View, frames: dict[Instant, int]) -> lis
     files = ref.sequences.get(view)
     if files is None or files.image is None:
         raise InputError(ref.folder, f"no {view.value} loop file for the loop frames of the run")
-    loop = read_sequence(files.image, patient_dir=ref.folder)
-    gt = None
-    if files.gt is not None:
-        gt = read_sequence(files.gt, patient_dir=ref.folder, labels=True)
+    found = read_patient_loop(ref, view)  # the run's reader: DICOM cropped, tracings as masks
+    loop, gt = found.frames, found.gt
     panels = []
     for key in IMAGE_KEYS:
         if key.view == view and key.instant in frames:
             index = frames[key.instant]
-            expert = None if gt is None else _loop_frame(gt, index).array
-            panels.append(_Panel(key, _loop_frame(loop, index), expert, None, frame=index))
+            expert = None
+            if gt is not None and (found.traced is None or index in found.traced):
+                expert = _loop_frame(gt, index).array
+            image = _loop_frame(loop, index)
+            if found.may_show_burned_in_text:  # contours on black: no screen text, no name
+                image = dataclasses.replace(image, array=np.zeros_like(image.array))
+            panels.append(_Panel(key, image, expert, None, frame=index))
     return panels
 
 

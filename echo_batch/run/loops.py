@@ -10,17 +10,16 @@ volume, the image QC that decides whether a frame may be ED or ES).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from echo_batch.domain import ImageFiles, InputFormat, LoopKind, PatientRef, SpacingSource, View
+from echo_batch.domain import ImageFiles, LoopKind, PatientRef, SpacingSource, View
 from echo_batch.errors import InputError
-from echo_batch.io.clips import read_clip
-from echo_batch.io.image import EchoImage, EchoSequence, ImageGrid, read_with_truth
+from echo_batch.io.clips import read_patient_loop
+from echo_batch.io.image import EchoImage, EchoSequence
 from echo_batch.measure.cycle import Beat, Cycle, beat_of_frames, detect_cycle
 from echo_batch.measure.landmarks import GeometryFailure, ViewGeometry, measure_lv
 from echo_batch.measure.patient import biplane_ml, single_plane_ml
@@ -37,11 +36,6 @@ MIN_VALID_SHARE = 0.5  # below this share of QC-clean frames, any measurable fra
 # raised on the chosen frames' image rows.
 _SIZE_FLAGS = frozenset({QCFlag.LV_LENGTH_IMPLAUSIBLE.value, QCFlag.LV_AREA_IMPLAUSIBLE.value})
 SIZE_FLAGS = _SIZE_FLAGS  # meaningless without a spacing: dropped from loops that have none
-# A loop without a trusted spacing is measured on this nominal square grid: lengths, areas and
-# volumes come out in pixel units, which are never written (their columns are null), while every
-# ratio (EF, FAC, relative volume) is exact for square pixels.
-NOMINAL_SPACING = (1.0, 1.0)
-_CAMUS_FORMATS = (InputFormat.CAMUS2019, InputFormat.CAMUS2023)
 
 
 @dataclass
@@ -110,25 +104,11 @@ def read_loop(ref: PatientRef, view: View, need_gt: bool, frame_time_ms: float |
     """Read one view's loop (and its expert masks); a failure is the loop's error, never raised."""
     files = ref.sequences[view]
     loop = LoopWork(view=view, files=files, kind=ref.loop_kinds[view], frame_time_ms=frame_time_ms)
-    assert files.image is not None
-    meta = ref.clip_meta.get(view)
     try:
-        if meta is None or meta.input_format in _CAMUS_FORMATS:
-            loop.frames, loop.gt = read_with_truth(
-                files.image, files.gt, patient_dir=ref.folder, sequence=True
-            )
-            if meta is not None and meta.spacing_mm is not None:  # a manifest's spacing wins
-                grid = dataclasses.replace(loop.frames.geometry, spacing=meta.spacing_mm)
-                loop.frames = dataclasses.replace(loop.frames, geometry=grid)
-                loop.spacing_source = SpacingSource.MANIFEST
-        else:
-            clip = read_clip(files.image, meta)
-            grid = ImageGrid(spacing=clip.spacing or NOMINAL_SPACING)
-            loop.frames = EchoSequence(array=clip.frames, geometry=grid, path=clip.path)
-            loop.spacing_source, loop.spacing_problem = clip.spacing_source, clip.spacing_problem
-            loop.frame_time_ms = loop.frame_time_ms or clip.frame_time_ms
-            if meta.tracings is not None:
-                loop.gt, loop.traced = _traced_truth(ref, view, meta, loop.frames)
+        found = read_patient_loop(ref, view)
+        loop.frames, loop.gt, loop.traced = found.frames, found.gt, found.traced
+        loop.spacing_source, loop.spacing_problem = found.spacing_source, found.spacing_problem
+        loop.frame_time_ms = loop.frame_time_ms or found.frame_time_ms
         if files.gt is None and loop.traced is None and need_gt:
             loop.error = f"{ref.patient_id} {view.value} loop: no ground truth file"
     except InputError as exc:
@@ -141,29 +121,6 @@ def read_loop(ref: PatientRef, view: View, need_gt: bool, frame_time_ms: float |
     if loop.error is not None:
         loop.frames = loop.gt = None
     return loop
-
-
-def _traced_truth(
-    ref: PatientRef, view: View, meta, frames: EchoSequence
-) -> tuple[EchoSequence, frozenset[int]]:
-    """Expert LV masks of the traced frames (label 1 inside each tracing), ``(T, H, W)`` uint8.
-
-    Raises:
-        InputError: the tracings file cannot be read again, or no longer traces this loop.
-    """
-    from echo_batch.io.tracings import read_tracings, tracing_mask
-
-    assert meta.tracings is not None
-    traced = read_tracings(meta.tracings).of(ref.patient_id)
-    if not traced:
-        raise InputError(meta.tracings, f"no tracing of {ref.patient_id} {view.value} any more")
-    shape = frames.array.shape
-    gt = np.zeros(shape, np.uint8)
-    for frame, tracing in traced.items():
-        if not 0 <= frame < shape[0]:
-            raise InputError(meta.tracings, f"{tracing.where}: outside the {shape[0]} frames")
-        gt[frame] = tracing_mask(tracing, shape[1:])
-    return EchoSequence(array=gt, geometry=frames.geometry, path=meta.tracings), frozenset(traced)
 
 
 @dataclass(frozen=True)

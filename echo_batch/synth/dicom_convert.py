@@ -40,6 +40,7 @@ def write_ultrasound_dicom(
     jpeg_quality: int | None = None,
     identity: tuple[str, str] | None = None,
     study_uid: str = "1.2.826.0.1.3680043.10.999.1",
+    region: bool = True,
 ) -> Path:
     """Write ``(T, H, W)`` uint8 grey frames as a multi-frame ultrasound DICOM file.
 
@@ -57,6 +58,7 @@ def write_ultrasound_dicom(
         jpeg_quality: None for uncompressed MONOCHROME2, else JPEG baseline at this quality.
         identity: ``(PatientName, PatientBirthDate)`` to write (tests that they never leak).
         study_uid: StudyInstanceUID.
+        region: write the calibrated tissue region (False: an uncalibrated file).
 
     Returns:
         ``path``.
@@ -93,14 +95,15 @@ def write_ultrasound_dicom(
     ds.ViewName = "A2C" if view == View.A2C else "A4C"
     ds.FrameTime = _ds(frame_time_ms)
     ds.FrameIncrementPointer = 0x00181063
-    region = Dataset()
-    region.RegionSpatialFormat, region.RegionDataType, region.RegionFlags = 1, 1, 0
-    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
-    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = cols - 1, rows - 1
-    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
-    region.PhysicalDeltaX = float(_ds(spacing_mm[1] / 10.0))
-    region.PhysicalDeltaY = float(_ds(spacing_mm[0] / 10.0))
-    ds.SequenceOfUltrasoundRegions = [region]
+    item = Dataset()
+    item.RegionSpatialFormat, item.RegionDataType, item.RegionFlags = 1, 1, 0
+    item.RegionLocationMinX0, item.RegionLocationMinY0 = 0, 0
+    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = cols - 1, rows - 1
+    item.PhysicalUnitsXDirection = item.PhysicalUnitsYDirection = 3  # cm
+    item.PhysicalDeltaX = float(_ds(spacing_mm[1] / 10.0))
+    item.PhysicalDeltaY = float(_ds(spacing_mm[0] / 10.0))
+    if region:
+        ds.SequenceOfUltrasoundRegions = [item]
     ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, n
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
