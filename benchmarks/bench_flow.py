@@ -58,6 +58,8 @@ def process_role(proc: psutil.Process, root_pid: int) -> str:
         ("resource_tracker", "mp_resource_tracker"),
         ("forkserver", "mp_forkserver"),
         ("uvicorn", "prefect_server"),
+        ("flows.prefect_api", "prefect_server"),  # the run's own temporary Prefect API
+        ("flows.report_process", "report"),  # the run's HTML report, written by a child
         ("prefect.server", "prefect_server"),
         ("prefect server", "prefect_server"),
         ("dask scheduler", "dask_scheduler"),
@@ -185,8 +187,11 @@ def flow_case(data: Path, out: Path, workers: int, extra: list[str]) -> dict[str
     }
 
 
-def synthesize(data: Path, patients: int, seed: int = 7, max_side: int = 256) -> float:
-    """``echo-batch synth DATA --patients N --seed S --max-side M``; returns its seconds."""
+def synthesize(
+    data: Path, patients: int, seed: int = 7, max_side: int = 256, loops: bool = False
+) -> float:
+    """``echo-batch synth DATA --patients N --seed S --max-side M [--loops]``; returns its
+    seconds."""
     t0 = time.perf_counter()
     subprocess.run(
         echo_batch(
@@ -198,6 +203,7 @@ def synthesize(data: Path, patients: int, seed: int = 7, max_side: int = 256) ->
             str(seed),
             "--max-side",
             str(max_side),
+            *(["--loops"] if loops else []),
         ),
         check=True,
         stdout=subprocess.DEVNULL,

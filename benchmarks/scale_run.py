@@ -4,8 +4,9 @@ For each size in ``--sizes`` (default 1,000 and 10,000 patients) and each segmen
 ``echo-batch run DATA --out OUT --workers W`` runs as a subprocess while the RSS of every process
 of its tree is sampled (flow process with the local Dask scheduler and nannies, Prefect API, each
 Dask worker). Recorded per run: wall time of the whole command and of the flow, patients/s,
-images/s, peak RSS in total and per process, Parquet bytes; then the growth from the smallest to
-the largest size (time should grow about linearly, memory stay within 1.2x).
+images/s, peak RSS in total and per process, Parquet bytes and rows, and the seconds
+``pandas.read_parquet`` takes for each output file; then the growth from the smallest to the
+largest size (time should grow about linearly, memory stay within 1.2x).
 
 Cohorts: ``echo-batch synth DIR --patients N --seed S --max-side 256`` writes the largest cohort
 once under ``--work`` (reused by later runs when complete); every smaller size is a subset of it,
@@ -13,6 +14,13 @@ the first N patient folders hard-linked (copied where links fail) into their own
 ``echo-batch synth`` draws each patient from ``(seed, index)`` alone, so the files of a patient do
 not depend on the cohort size (only the split lists do); the subsets are the same patients and
 bytes as the first N of the big cohort. A 256 x 256 patient takes about 1.1 MB.
+
+``--replicate-from B`` synthesises only B patients and makes every size of hard-linked copies of
+them, renamed (copy k of ``patient0001`` is ``patient0001c00k``; its split and truth row follow
+it), so that 100,000 patients fit on a disk of a few GB: every size holds whole copies of the
+same B patients, in the same mix. ``--loops`` synthesises cine loops (``synth --loops``) and runs
+with ``--frames detected``, so that every loop frame is segmented and written to
+``frames.parquet``.
 
 ``--per-worker-check`` also runs the smallest size with 1 worker: the throughput of one worker
 and what each added worker adds, for sizing clusters.
@@ -24,9 +32,9 @@ Usage::
 
     python benchmarks/scale_run.py [--sizes 1000 10000] [--segmentations gt model]
         [--workers 2] [--seed 7] [--max-side 256] [--work build/scale] [--per-worker-check]
-        [--out-dir benchmarks/results]
+        [--replicate-from 2000] [--loops] [--out-dir benchmarks/results]
 
-Writes ``<out-dir>/scale-<date>-<host>.json`` and prints a Markdown table.
+Writes ``<out-dir>/scale[-loops]-<date>-<host>.json`` and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -35,8 +43,11 @@ import argparse
 import datetime as dt
 import json
 import logging
+import math
 import os
 import shutil
+import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,20 +79,27 @@ def cohort_is_complete(root: Path, patients: int) -> bool:
     return rows == patients and sum(1 for _ in folder.iterdir()) == patients
 
 
-def synth_cohort(work: Path, patients: int, seed: int, max_side: int) -> tuple[Path, float]:
+def cohort_name(patients: int, seed: int, max_side: int, loops: bool) -> str:
+    """Folder name of a synthesised cohort under ``--work``."""
+    return f"cohort-seed{seed}-side{max_side}-n{patients}" + ("-loops" if loops else "")
+
+
+def synth_cohort(
+    work: Path, patients: int, seed: int, max_side: int, loops: bool = False
+) -> tuple[Path, float]:
     """The cohort of ``patients`` under ``work``, written unless a complete one is there.
 
     Returns:
         The DATA root and the seconds spent writing it (0 when reused).
     """
-    root = work / f"cohort-seed{seed}-side{max_side}-n{patients}"
+    root = work / cohort_name(patients, seed, max_side, loops)
     if cohort_is_complete(root, patients):
         logger.info("reusing %s", root)
         return root, 0.0
     if root.exists():
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    seconds = bench_flow.synthesize(root, patients, seed=seed, max_side=max_side)
+    seconds = bench_flow.synthesize(root, patients, seed=seed, max_side=max_side, loops=loops)
     logger.info(
         "synth %d patients: %.0f s (%.1f patients/s)", patients, seconds, patients / seconds
     )
@@ -115,6 +133,52 @@ def subset_cohort(big: Path, patients: int, dest: Path) -> Path:
     return dest
 
 
+def replica_id(patient_id: str, copy: int) -> str:
+    """Id of copy ``copy`` of a patient: the id itself for copy 0, else ``<id>c<copy:03d>``."""
+    return patient_id if copy == 0 else f"{patient_id}c{copy:03d}"
+
+
+def replicate_cohort(base: Path, patients: int, dest: Path) -> Path:
+    """``patients`` patients made of hard-linked copies of ``base``'s, renamed (reused when
+    complete).
+
+    Copy 0 of every base patient comes first, then copy 1, ...; each copy's files are the base
+    files under the new id (cfg files keep their names), in the base patient's split, with the
+    base patient's row of ``truth.csv``.
+    """
+    if (dest / COMPLETE).is_file() and cohort_is_complete(dest, patients):
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    folders = sorted((base / "database_nifti").iterdir())
+    copies = math.ceil(patients / len(folders))
+    plan = [(copy, folder) for copy in range(copies) for folder in folders][:patients]
+    header, *lines = (base / "truth.csv").read_text().splitlines()
+    truth = {line.split(",", 1)[0]: line for line in lines}
+    split_files = sorted((base / "database_split").glob("*.txt"))
+    split_of = {pid: f.name for f in split_files for pid in f.read_text().split()}
+    members: dict[str, list[str]] = defaultdict(list)
+    rows = [header]
+    for copy, folder in plan:
+        pid = folder.name
+        new = replica_id(pid, copy)
+        target = dest / "database_nifti" / new
+        target.mkdir(parents=True)
+        for path in folder.iterdir():
+            name = new + path.name[len(pid) :] if path.name.startswith(pid) else path.name
+            link_or_copy(path, target / name)
+        if pid in split_of:
+            members[split_of[pid]].append(new)
+        rows.append(new + truth[pid][len(pid) :])
+    (dest / "database_split").mkdir(parents=True)
+    for split_file in split_files:
+        ids = members[split_file.name]
+        (dest / "database_split" / split_file.name).write_text("".join(f"{i}\n" for i in ids))
+    (dest / "truth.csv").write_text("\n".join(rows) + "\n")
+    (dest / COMPLETE).write_text(f"{base}\n{patients}\n")
+    return dest
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """Hard-link ``source`` to ``target``; copy when the file system refuses."""
     try:
@@ -124,14 +188,30 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 
 def cohorts(
-    work: Path, sizes: Sequence[int], seed: int, max_side: int
+    work: Path,
+    sizes: Sequence[int],
+    seed: int,
+    max_side: int,
+    loops: bool = False,
+    replicate_from: int | None = None,
 ) -> tuple[dict[int, Path], float]:
-    """DATA roots by size: the largest synthesised, the others subsets of it.
+    """DATA roots by size: the largest synthesised, the others subsets of it; or, with
+    ``replicate_from``, every size made of copies of a synthesised base cohort.
 
     Returns:
         Roots by size and the synth seconds.
     """
-    big, seconds = synth_cohort(work, max(sizes), seed, max_side)
+    if replicate_from:
+        base, seconds = synth_cohort(work, replicate_from, seed, max_side, loops)
+        roots = {}
+        for n in sorted(set(sizes)):
+            t0 = time.perf_counter()
+            roots[n] = replicate_cohort(base, n, work / f"{base.name}-x{n}")
+            logger.info(
+                "%d patients from copies of %s: %.0f s", n, base.name, time.perf_counter() - t0
+            )
+        return roots, seconds
+    big, seconds = synth_cohort(work, max(sizes), seed, max_side, loops)
     roots = {max(sizes): big}
     for n in sorted(set(sizes) - {max(sizes)}):
         roots[n] = subset_cohort(big, n, work / f"{big.name}-first{n}")
@@ -141,35 +221,48 @@ def cohorts(
 # ---------------------------------------------------------------- runs
 
 
-def run_case(data: Path, out: Path, workers: int, segmentation: str, chunk_size: int | None):
+def run_case(
+    data: Path,
+    out: Path,
+    workers: int,
+    segmentation: str,
+    chunk_size: int | None,
+    frames: str | None = None,
+):
     """One measured ``echo-batch run`` into a fresh ``out``.
 
     Returns:
-        ``bench_flow.flow_case``'s figures plus ``segmentation``, ``workers``,
-        ``process_patients_per_s`` (whole command, Prefect start included) and
-        ``parquet_bytes`` (``patients``, ``images`` and ``all`` files under OUT).
+        ``bench_flow.flow_case``'s figures plus ``segmentation``, ``workers``, ``frames``,
+        ``process_patients_per_s`` (whole command, Prefect start included),
+        ``parquet_bytes`` (``patients``, ``images``, ``frames`` and ``all`` files under OUT),
+        ``rows`` and ``read_parquet_s`` per output file (:func:`read_outputs`).
     """
     if out.exists():
         shutil.rmtree(out)
     extra = ["--segmentation", segmentation]
     if chunk_size:
         extra += ["--chunk-size", str(chunk_size)]
+    if frames:
+        extra += ["--frames", frames]
     case = bench_flow.flow_case(data, out, workers, extra)
     parquet = {
-        "patients": (out / "patients.parquet").stat().st_size,
-        "images": (out / "images.parquet").stat().st_size,
-        "all": sum(p.stat().st_size for p in out.rglob("*.parquet")),
+        name: (out / f"{name}.parquet").stat().st_size
+        for name in OUTPUTS
+        if (out / f"{name}.parquet").is_file()
     }
+    parquet["all"] = sum(p.stat().st_size for p in out.rglob("*.parquet"))
     result = {
         "segmentation": segmentation,
         "workers": workers,
+        "frames": frames,
         **case,
         "process_patients_per_s": case["patients"] / case["wall_s"],
         "parquet_bytes": parquet,
+        **read_outputs(out),
     }
     logger.info(
         "%s %d patients, %d workers: flow %.1f s (%.1f patients/s), command %.1f s, "
-        "peak RSS %.0f MB %s, status %s",
+        "peak RSS %.0f MB %s, status %s, rows %s, read_parquet %s s",
         segmentation,
         case["patients"],
         workers,
@@ -179,8 +272,31 @@ def run_case(data: Path, out: Path, workers: int, segmentation: str, chunk_size:
         case["peak_rss_mb"],
         {k: round(v) for k, v in case["peak_rss_by_role_mb"].items()},
         case["status"],
+        result["rows"],
+        {k: round(v, 2) for k, v in result["read_parquet_s"].items()},
     )
     return result
+
+
+OUTPUTS = ("patients", "images", "frames")
+
+
+def read_outputs(out: Path) -> dict[str, dict[str, float]]:
+    """``rows`` and ``read_parquet_s`` (seconds of ``pandas.read_parquet``, every column) of
+    each output file of ``out``."""
+    import pandas as pd
+
+    rows, seconds = {}, {}
+    for name in OUTPUTS:
+        path = out / f"{name}.parquet"
+        if not path.is_file():
+            continue
+        t0 = time.perf_counter()
+        frame = pd.read_parquet(path)
+        seconds[name] = time.perf_counter() - t0
+        rows[name] = len(frame)
+        del frame
+    return {"rows": rows, "read_parquet_s": seconds}
 
 
 def growth(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +305,9 @@ def growth(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
     wall = large["flow_wall_s"] / small["flow_wall_s"]
     rss = large["peak_rss_mb"] / small["peak_rss_mb"]
     roles = small["peak_rss_by_role_mb"].keys() & large["peak_rss_by_role_mb"].keys()
+    by_role = {
+        r: large["peak_rss_by_role_mb"][r] / small["peak_rss_by_role_mb"][r] for r in sorted(roles)
+    }
     return {
         "from_patients": small["patients"],
         "to_patients": large["patients"],
@@ -197,11 +316,9 @@ def growth(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
         "command_wall_ratio": large["wall_s"] / small["wall_s"],
         "time_per_patient_ratio": wall / patients,
         "peak_rss_ratio": rss,
-        "peak_rss_by_role_ratio": {
-            r: large["peak_rss_by_role_mb"][r] / small["peak_rss_by_role_mb"][r]
-            for r in sorted(roles)
-        },
-        "memory_flat": rss <= 1.2,
+        "peak_rss_by_role_ratio": by_role,
+        "memory_flat": rss <= 1.2 and by_role.get("flow", 1.0) <= 1.2,
+        "time_linear": wall / patients <= 1.05,  # e.g. at most 10.5x for 10x the patients
         "parquet_ratio": large["parquet_bytes"]["all"] / small["parquet_bytes"]["all"],
     }
 
@@ -224,12 +341,18 @@ def per_worker(one: dict[str, Any], many: dict[str, Any]) -> dict[str, Any]:
 def scale_run(args: argparse.Namespace) -> dict[str, Any]:
     """Cohorts, runs, growth and per-worker figures (see the module docstring)."""
     started = dt.datetime.now().astimezone()
-    roots, synth_seconds = cohorts(args.work, args.sizes, args.seed, args.max_side)
+    roots, synth_seconds = cohorts(
+        args.work, args.sizes, args.seed, args.max_side, args.loops, args.replicate_from
+    )
+    frames = "detected" if args.loops else None
+    tag = "-loops" if args.loops else ""
     runs: dict[tuple[str, int, int], dict[str, Any]] = {}
     for n in sorted(roots):
         for seg in args.segmentations:
-            out = args.work / f"out-{seg}-n{n}-w{args.workers}"
-            runs[seg, n, args.workers] = run_case(roots[n], out, args.workers, seg, args.chunk_size)
+            out = args.work / f"out{tag}-{seg}-n{n}-w{args.workers}"
+            runs[seg, n, args.workers] = run_case(
+                roots[n], out, args.workers, seg, args.chunk_size, frames
+            )
     lo, hi = min(roots), max(roots)
     result: dict[str, Any] = {
         "kind": "echo-batch-scale",
@@ -242,6 +365,9 @@ def scale_run(args: argparse.Namespace) -> dict[str, Any]:
             "chunk_size": args.chunk_size,
             "seed": args.seed,
             "max_side": args.max_side,
+            "loops": args.loops,
+            "frames": frames,
+            "replicate_from": args.replicate_from,
         },
         "cohort": {"root": str(roots[hi]), "synth_seconds": synth_seconds},
         "git": suite.git_state(),
@@ -255,8 +381,8 @@ def scale_run(args: argparse.Namespace) -> dict[str, Any]:
     if args.per_worker_check and args.workers > 1:
         result["per_worker"] = {}
         for seg in args.segmentations:
-            out = args.work / f"out-{seg}-n{lo}-w1"
-            runs[seg, lo, 1] = run_case(roots[lo], out, 1, seg, args.chunk_size)
+            out = args.work / f"out{tag}-{seg}-n{lo}-w1"
+            runs[seg, lo, 1] = run_case(roots[lo], out, 1, seg, args.chunk_size, frames)
             result["per_worker"][seg] = per_worker(runs[seg, lo, 1], runs[seg, lo, args.workers])
     result["runs"] = list(runs.values())
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
@@ -282,6 +408,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{perf_table.num(r['peak_rss_mb'], 0)} MB",
                 perf_table.role_peaks(r),
                 f"{r['parquet_bytes']['all'] / 2**20:.2f} MB",
+                " / ".join(f"{r['rows'].get(k, 0):,}" for k in OUTPUTS),
+                " / ".join(f"{r['read_parquet_s'][k]:.2f}" for k in OUTPUTS if k in r["rows"]),
             )
         )
     header = (
@@ -295,6 +423,8 @@ def markdown(result: dict[str, Any]) -> str:
         "peak RSS, all processes",
         "flow / Prefect API / largest worker",
         "Parquet",
+        "rows: patients / images / frames",
+        "read_parquet s",
     )
     lines = [perf_table.machine_line({**result, "mode": "full"}, None), ""]
     lines += perf_table.table(header, rows)
@@ -304,8 +434,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"{seg}: {g['from_patients']:,} -> {g['to_patients']:,} patients "
             f"(x{g['patients_ratio']:.0f}): flow wall time x{g['flow_wall_ratio']:.2f} "
             f"(time per patient x{g['time_per_patient_ratio']:.2f}), peak RSS "
-            f"x{g['peak_rss_ratio']:.2f} "
-            f"(flat within 1.2x: {perf_table.yes_no(g['memory_flat'])}).",
+            f"x{g['peak_rss_ratio']:.2f}, flow process "
+            f"x{g['peak_rss_by_role_ratio'].get('flow', float('nan')):.2f} "
+            f"(flat within 1.2x: {perf_table.yes_no(g['memory_flat'])}; time within 1.05x per "
+            f"patient: {perf_table.yes_no(g['time_linear'])}).",
         ]
     for seg, w in result.get("per_worker", {}).items():
         lines += [
@@ -321,9 +453,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_result(result: dict[str, Any], out_dir: Path) -> Path:
-    """``<out_dir>/scale-<date>-<host>.json``."""
+    """``<out_dir>/scale[-loops]-<date>-<host>.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"scale-{result['date']}-{result['machine']['host']}.json"
+    tag = "-loops" if result["settings"].get("loops") else ""
+    path = out_dir / f"scale{tag}-{result['date']}-{result['machine']['host']}.json"
     return atomic.write_text(path, json.dumps(result, indent=2) + "\n")
 
 
@@ -336,6 +469,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-side", type=int, default=256)
     parser.add_argument("--work", type=Path, default=REPO / "build" / "scale", help="cohorts, OUTs")
+    parser.add_argument(
+        "--replicate-from",
+        type=int,
+        default=None,
+        metavar="B",
+        help="synthesise B patients; every size is made of renamed hard-linked copies of them",
+    )
+    parser.add_argument(
+        "--loops",
+        action="store_true",
+        help="cine-loop cohorts (synth --loops), runs with --frames detected",
+    )
     parser.add_argument(
         "--per-worker-check",
         action="store_true",
