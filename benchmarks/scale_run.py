@@ -244,7 +244,9 @@ def run_case(
         extra += ["--chunk-size", str(chunk_size)]
     if frames:
         extra += ["--frames", frames]
+    load_before = os.getloadavg()
     case = bench_flow.flow_case(data, out, workers, extra)
+    load_after = os.getloadavg()
     parquet = {
         name: (out / f"{name}.parquet").stat().st_size
         for name in OUTPUTS
@@ -259,6 +261,8 @@ def run_case(
         "process_patients_per_s": case["patients"] / case["wall_s"],
         "parquet_bytes": parquet,
         **read_outputs(out),
+        # 1-, 5- and 15-minute load averages before and after (a shared machine: other jobs)
+        "load_average": {"before": list(load_before), "after": list(load_after)},
     }
     logger.info(
         "%s %d patients, %d workers: flow %.1f s (%.1f patients/s), command %.1f s, "
