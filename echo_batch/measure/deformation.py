@@ -17,10 +17,11 @@ Three indices, each formula here and nowhere else:
 The border length is measured on the contour smoothed along its arc by a Gaussian of
 :data:`BORDER_SMOOTHING_PX` pixels (of the larger spacing): the raw marching-squares boundary of a
 pixel mask is a staircase 5-12 % longer than the curve it samples. On analytic phantoms (synthetic
-LVs, half-ellipsoids of known border length, native CAMUS-like spacings 0.15-0.35 mm) the smoothed
-length is within 0.6 % of the analytic one and the strain within 0.21 strain points (20 patients,
-40 views; ``tests/test_study_measures.py``, docs/measures.md); on 224-pixel grids (0.5-1 mm pixels)
-the strain error has an SD of 0.4 points, mostly from the hinges, which sit on the pixel grid.
+LVs, truncated ellipsoids of known border length; ``benchmarks/study_measures.py``, 40 patients,
+80 views at native CAMUS-like spacings of 0.15-0.35 mm) the smoothed length is within 1 % of the
+analytic one and the strain within 0.36 strain points (SD 0.13); on 224-pixel grids (0.5-1 mm
+pixels) the strain error has an SD of 0.37 points and reaches 1.3, mostly from the hinges, which
+sit on the pixel grid (docs/measures.md).
 """
 
 from __future__ import annotations

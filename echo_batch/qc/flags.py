@@ -197,7 +197,7 @@ QC_THRESHOLDS: dict[QCFlag, Threshold] = {
         "LA views are acquired to show the whole atrium, without foreshortening); length of the "
         "LA border on the edge of the sector (convex hull of the image's bright pixels) or of the "
         "image, on the LV end-systolic image. Expert masks of the CAMUS-224 training + "
-        "validation splits (900 ES images): 60.3 % have none, 38.1 % more than 5 mm (median 38 "
+        "validation splits (900 ES images): 60.3 % have none, 38.1 % more than 5 mm (median 39 "
         "mm), 1.6 % 0.6-5 mm (single corner pixels). Not blocking: concerns the LA volume only",
     ),
     QCFlag.LA_LENGTH_MISMATCH: Threshold(

@@ -4,10 +4,9 @@ Modules: :mod:`~echo_batch.report.stats` (numbers, pandas), :mod:`~echo_batch.re
 (PNG plots, matplotlib Agg), :mod:`~echo_batch.report.loops` (cine-loop figures: frame offsets,
 EF on detected against annotated frames), :mod:`~echo_batch.report.measures` (LA volume, contour
 GLS, FAC, long-axis shortening: distributions and agreement with the expert masks),
-:mod:`~echo_batch.report.gallery` (worst cases with
-contours, landmarks and disks, and the loops' volume curves), :mod:`~echo_batch.report.html` (the
-page), :mod:`~echo_batch.report.build` (puts them together). Importing this package imports
-neither matplotlib nor torch.
+:mod:`~echo_batch.report.gallery` (worst cases with contours, landmarks and disks, and the loops'
+volume curves), :mod:`~echo_batch.report.html` (the page), :mod:`~echo_batch.report.build` (puts
+them together). Importing this package imports neither matplotlib nor torch.
 """
 
 from __future__ import annotations
