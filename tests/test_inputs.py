@@ -316,3 +316,33 @@ def test_synth_writes_a_cohort_that_discovery_reads_back(tmp_path, fmt, extra, l
     found = discover(out)
     assert len(found.patients) == 2 and not found.problems
     assert all(len(p.sequences) == loops and p.format.value == fmt for p in found.patients)
+
+
+class _RectangleEngine:
+    """Segments every frame as an LV rectangle ringed by myocardium and an atrium below it."""
+
+    def segment(self, images):
+        from echo_batch.model.inference import Segmentation
+
+        out = []
+        for image in images:
+            labels = np.zeros(image.shape, np.uint8)
+            h, w = image.shape
+            labels[h // 6 : h // 2, w // 3 : 2 * w // 3] = 2
+            labels[h // 6 + 3 : h // 2 - 3, w // 3 + 3 : 2 * w // 3 - 3] = 1
+            labels[h // 2 : 3 * h // 4, w // 3 : 2 * w // 3] = 3
+            out.append(Segmentation(labels=labels, confidence=0.9))
+        return out
+
+
+def test_echonet_tracings_score_the_lv_only(echonet):
+    """A tracing outlines the cavity: Dice of the myocardium and atrium against it is not 0 but
+    unknown (null); the LV Dice is measured on the traced frames."""
+    from echo_batch.run.chunk import process_chunk
+
+    refs = discover(echonet).patients[:2]
+    result = process_chunk(refs, ChunkOptions(), model_id="rectangles", engine=_RectangleEngine())
+    images = [r for r in result.images if r.status == "ok"]
+    assert images and all(r.frame is not None for r in images)
+    assert all(r.dice_lv is not None and 0 < r.dice_lv < 1 for r in images)
+    assert all(r.dice_myo is None and r.dice_la is None for r in images)

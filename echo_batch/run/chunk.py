@@ -87,6 +87,7 @@ class _ImageWork:
     confidence: float | None = None
     error: str | None = None
     frame: int | None = None  # the loop frame this image was taken from (None for a still)
+    gt_lv_only: bool = False  # the expert mask traces the LV cavity only (EchoNet's tracings)
 
 
 @dataclass
@@ -294,7 +295,10 @@ def _image_record(
         "confidence": item.confidence,
     }
     if item.gt is not None and source == SegmentationSource.MODEL.value:
-        fields.update(dice_by_label(item.mask, item.gt.array))
+        dice = dice_by_label(item.mask, item.gt.array)
+        if item.gt_lv_only:  # a tracing of the cavity says nothing of myocardium and atrium
+            dice = {"dice_lv": dice["dice_lv"]}
+        fields.update(dice)
         distances = contour_distances_mm(item.mask == Label.LV, item.gt.array == Label.LV, spacing)
         if distances is not None:
             fields.update(hd_lv_mm=distances[0], hd95_lv_mm=distances[1], mad_lv_mm=distances[2])
@@ -663,6 +667,7 @@ def _use_loops(work: _PatientWork, frames: list) -> BeatSummary | None:
                 key=key,
                 image=loop.still(index),
                 gt=loop.truth(index),
+                gt_lv_only=loop.traced is not None,
                 mask=loop.masks[index],
                 confidence=loop.confidences[index],
                 frame=index,
