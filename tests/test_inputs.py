@@ -123,6 +123,13 @@ def test_manifest_of_a_camus_cohort_gives_the_folder_run(loop_cohort, tmp_path):
         listed_frames.sort_values(key).reset_index(drop=True),
         folder_frames.sort_values(key).reset_index(drop=True),
     )
+    # the report finds the manifest's patients and draws their loop frames
+    write_report(tmp_path / "manifest", worst=2)
+    summary = json.loads((tmp_path / "manifest" / "report" / "summary.json").read_text())
+    assert len(summary["gallery"]) == 2
+    assert not any("not found" in g["source"] for g in summary["gallery"])
+    report = tmp_path / "manifest" / "report"
+    assert all((report / g["curve"]).is_file() for g in summary["gallery"])
 
 
 def test_manifest_spacing_scales_volumes_and_keeps_ef(loop_cohort, tmp_path):

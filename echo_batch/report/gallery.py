@@ -385,8 +385,10 @@ def render_gallery(
 
     root = Path(data) if data is not None else Path(run.run.get("data", ""))
     refs: dict[str, PatientRef] = {}
-    if str(root) and root.is_dir():
-        refs = {p.patient_id: p for p in discover(root).patients}
+    files_root = (run.run.get("config") or {}).get("files_root")  # a manifest's wider root
+    if str(root) and root.exists():  # a folder, or a manifest file
+        found = discover(root, files_root=files_root if files_root not in (None, "None") else None)
+        refs = {p.patient_id: p for p in found.patients}
     panels: dict[str, list[_Panel]] = {}
     problems: dict[str, str] = {}
     for _, row in cases.iterrows():
