@@ -55,10 +55,12 @@ class ApiServer:
     def start(cls) -> ApiServer:
         """Start the server process (returns at once; :meth:`wait_ready` waits for it)."""
         port = _free_port()
-        command = [sys.executable, "-m", __name__, "--port", str(port), *watch_arguments()]
         env = {**os.environ, "PREFECT_UI_ENABLED": "0"}
         logger.info("starting a temporary Prefect API on 127.0.0.1:%d", port)
-        return cls(port, subprocess.Popen(command, env=env))
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, "--port", str(port), *watch_arguments()], env=env
+        )
+        return cls(port, process)
 
     def wait_ready(self, timeout_s: float) -> None:
         """Wait until the API answers its health check.

@@ -31,9 +31,10 @@ def write_report_in_child(out: Path, logger: logging.Logger | logging.LoggerAdap
     Returns:
         True when the report was written.
     """
-    command = [sys.executable, "-m", __name__, str(out), *watch_arguments()]
     try:
-        code = subprocess.run(command, check=False).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", __name__, str(out), *watch_arguments()], check=False
+        ).returncode
     except OSError as exc:
         logger.warning("report not written: cannot start its process: %s", exc)
         return False

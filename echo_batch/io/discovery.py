@@ -305,24 +305,20 @@ def discover(
     blocks = PatientRefsBuilder() if compact else None
     for parent, folder_split in parents:
         try:
-            entries = sorted(os.scandir(parent), key=lambda e: e.name)
+            entries = sorted(_list_entries(parent))
         except OSError as exc:
             raise InputError(parent, f"cannot list folder ({exc.strerror or exc})") from None
-        for entry in entries:
-            path = Path(entry.path)
-            if entry.name in ("database_split",) or entry.name.startswith("."):
+        for name, is_dir, is_symlink in entries:
+            path = parent / name
+            if name in ("database_split",) or name.startswith("."):
                 continue
-            try:
-                is_dir = entry.is_dir()
-            except OSError:
-                is_dir = False
             if not is_dir:
-                if entry.is_symlink() and not path.exists():
+                if is_symlink and not path.exists():
                     problems.append(Problem(path, "dangling symlink or symlink loop"))
-                elif not entry.name.endswith((".txt", ".csv", ".md", ".json")):
+                elif not name.endswith((".txt", ".csv", ".md", ".json")):
                     problems.append(Problem(path, "stray file next to the patient folders"))
                 continue
-            if entry.is_symlink() and not _stays_inside(path, parent):
+            if is_symlink and not _stays_inside(path, parent):
                 problems.append(
                     Problem(
                         path,
@@ -331,7 +327,7 @@ def discover(
                     )
                 )
                 continue
-            pid = entry.name
+            pid = name
             if pid in kept:
                 kept_folder = kept[pid] / pid
                 problems.append(Problem(path, f"duplicate patient id {pid} (kept {kept_folder})"))
@@ -356,6 +352,22 @@ def discover(
     ordered = tuple(sorted(refs, key=lambda r: r.patient_id)) if blocks is None else blocks.sorted()
     logger.info("discovered %d patients under %s (%d problems)", len(ordered), root, len(problems))
     return Manifest(root=root, patients=ordered, problems=tuple(problems))
+
+
+def _list_entries(folder: Path) -> list[tuple[str, bool, bool]]:
+    """``(name, is a folder (links followed), is a symbolic link)`` of each entry of ``folder``.
+
+    Plain tuples, not the ``DirEntry`` objects: 100,000 of those, held to be sorted, took 35 MB.
+    """
+    listed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            listed.append((entry.name, is_dir, entry.is_symlink()))
+    return listed
 
 
 def _compacted(manifest: Manifest, compact: bool) -> Manifest:
