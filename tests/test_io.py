@@ -352,7 +352,7 @@ MALFORMED: list[object] = [
     ),
     pytest.param(
         lambda t: write_mhd(_patient(t) / "p_2CH_half_sequence.mhd", (10, 12, 100000), data=b"x"),
-        "sequence", "100000 frames exceed the limit 512", "sequence.mhd", id="absurd-frames",
+        "sequence", "100000 frames exceed the limit 2048", "sequence.mhd", id="absurd-frames",
     ),
     pytest.param(
         lambda t: write_mhd(_patient(t) / "patient0001_2CH_ED.mhd", (10, -12), data=b"x"),

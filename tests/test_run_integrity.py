@@ -176,7 +176,7 @@ def test_bad_option_values_exit_2_with_one_message(tmp_path, args):
 
 def test_bad_values_of_other_commands_exit_2(tmp_path):
     for args in (
-        ["synth", str(tmp_path / "s"), "--format", "dicom"],
+        ["synth", str(tmp_path / "s"), "--format", "png"],
         ["synth", str(tmp_path / "s"), "--patients", "0"],
         ["train", str(tmp_path), "--out", str(tmp_path / "b"), "--precision", "fp16"],
         ["evaluate", str(tmp_path), "--split", "test"],
