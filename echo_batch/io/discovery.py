@@ -286,7 +286,9 @@ def discover(
         from echo_batch.io.manifest import discover_manifest
 
         return _compacted(discover_manifest(root, files_root=files_root), compact)
-    if (root / "FileList.csv").is_file() and (root / "Videos").is_dir():
+    from echo_batch.io.echonet import is_echonet_root
+
+    if is_echonet_root(root):
         from echo_batch.io.echonet_discovery import discover_echonet
 
         return _compacted(discover_echonet(root), compact)

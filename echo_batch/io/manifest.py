@@ -62,12 +62,6 @@ _VIEW_NAMES = {
 }
 
 
-def is_manifest(root: Path | str) -> bool:
-    """True when ``root`` is a file ending in ``.csv`` (a manifest, not a folder of patients)."""
-    path = Path(root)
-    return path.suffix.lower() == ".csv" and path.is_file()
-
-
 def file_format(path: Path) -> InputFormat | None:
     """The reader a file needs, from its ending (and the DICOM preamble), or None if unsupported.
 
