@@ -384,7 +384,9 @@ def _run_flow(options, progress: _RichProgress) -> dict:
     from flows.prefect_api import prefect_api
 
     # the workers start on the free core while the embedded Prefect API starts
-    prestart_cluster(options.dask_address, options.workers, options.chunk.segmentation)
+    prestart_cluster(
+        options.dask_address, options.workers, options.chunk.segmentation, options.chunk.device
+    )
     try:
         with prefect_api():
             import flows.cohort_ef as cohort_flow
