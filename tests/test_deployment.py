@@ -113,3 +113,34 @@ def test_kubernetes_manifest_gpu_group_requests_gpu_resources() -> None:
     (container,) = gpu["spec"]["worker"]["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["image"] == "echo-batch:latest"
+
+
+def _container(doc: dict) -> dict:
+    (container,) = doc["spec"]["worker"]["spec"]["containers"]
+    return container
+
+
+def _option(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_kubernetes_manifest_has_the_cuda_host_layout() -> None:
+    """As the local cluster on a CUDA host (issue 16): single-threaded preloaded workers; CPU
+    workers with CUDA_VISIBLE_DEVICES="" and no GPU; GPU workers with GPU=1 and the pod's GPU."""
+    docs = [d for d in yaml.safe_load_all(K8S_YAML.read_text()) if d]
+    kinds = {d["kind"]: d for d in docs}
+    cpu, gpu = _container(kinds["DaskCluster"]), _container(kinds["DaskWorkerGroup"])
+    for container in (cpu, gpu):
+        args = [str(a) for a in container["args"]]
+        assert args[:2] == ["dask", "worker"]
+        assert _option(args, "--nthreads") == "1"
+        assert _option(args, "--preload") == "echo_batch.run.worker_preload"
+        assert "--nworkers" not in args  # one worker process per pod
+    cpu_env = {e["name"]: e["value"] for e in cpu["env"]}
+    gpu_env = {e["name"]: e["value"] for e in gpu.get("env", [])}
+    assert cpu_env["CUDA_VISIBLE_DEVICES"] == ""
+    assert "CUDA_VISIBLE_DEVICES" not in gpu_env  # the device plugin's GPU stays visible
+    assert "--resources" not in cpu["args"]
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
+    assert _option([str(a) for a in gpu["args"]], "--resources") == "GPU=1"
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
