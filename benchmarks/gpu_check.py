@@ -84,7 +84,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--seconds", type=float, default=1.5, help="per throughput figure")
     parser.add_argument("--max-batch", type=int, default=512)
+    parser.add_argument(
+        "--precisions",
+        default=",".join(PRECISIONS),
+        help="comma-separated CUDA precisions to check (default: all three)",
+    )
     args = parser.parse_args()
+    precisions = tuple(p for p in args.precisions.split(",") if p)
+    if not set(precisions) <= set(PRECISIONS):
+        parser.error(f"--precisions: choose among {', '.join(PRECISIONS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device visible to torch")
@@ -108,7 +116,7 @@ def main() -> None:
 
     labels_check: dict[str, dict[str, float]] = {}
     engines: dict[str, SegmentationEngine] = {}
-    for precision in PRECISIONS:
+    for precision in precisions:
         engine = SegmentationEngine.from_path(device="cuda", precision=precision)
         engines[precision] = engine
         labels = [s.labels for s in engine.segment(images)]
@@ -117,7 +125,7 @@ def main() -> None:
     report["cuda_vs_cpu_fp32"] = labels_check
 
     grid = np.stack([to_grid(img, cpu.input_size) for img in images])
-    rates: dict[str, dict[int, float]] = {p: {} for p in PRECISIONS}
+    rates: dict[str, dict[int, float]] = {p: {} for p in precisions}
     for precision, engine in engines.items():
         for batch in (b for b in BATCHES if b <= args.max_batch):
             rates[precision][batch] = model_only(engine, grid, batch, args.seconds)
