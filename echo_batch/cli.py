@@ -274,7 +274,11 @@ def run(
     ] = FramesMode.AUTO,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Local Dask worker processes (default: one per core)."),
+        typer.Option(
+            min=1,
+            help="Local Dask CPU worker processes (default: one per core). On a CUDA host a "
+            "model run adds one GPU worker, and the default is one per core less one.",
+        ),
     ] = None,
     dask_address: Annotated[
         str | None,
