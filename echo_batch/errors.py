@@ -56,3 +56,7 @@ class OutputError(EchoBatchError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class OrchestrationError(EchoBatchError):
+    """A service the run needs (its Prefect API, its Dask cluster) could not be started."""

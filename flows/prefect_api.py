@@ -26,12 +26,18 @@ import sys
 import time
 from collections.abc import Iterator
 
+from echo_batch.errors import OrchestrationError
 from echo_batch.run.parent_watch import add_watch_arguments, die_with_parent, watch_arguments
 
 logger = logging.getLogger(__name__)
 
 STOP_WAIT_S = 5.0
 """Time the server gets to stop after SIGTERM at the end of a run before it is killed."""
+MIN_STARTUP_TIMEOUT_S = 120.0
+"""Least time the server gets to answer. Prefect's default (20 s) was too short on a loaded machine:
+the server's imports and database set-up took longer there while a benchmark used both cores, and
+the run failed before it began. A larger ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``
+wins."""
 _START_ATTEMPTS = 3  # another process may take the free port between choosing and binding it
 
 
@@ -69,7 +75,7 @@ class ApiServer:
         another port, up to three times.
 
         Raises:
-            RuntimeError: the server did not answer within ``timeout_s`` or kept failing.
+            OrchestrationError: the server did not answer within ``timeout_s`` or kept failing.
         """
         import httpx
 
@@ -80,7 +86,10 @@ class ApiServer:
                 code = self.process.poll()
                 if code is not None:
                     if attempts >= _START_ATTEMPTS:
-                        raise RuntimeError(f"the temporary Prefect API exited with code {code}")
+                        raise OrchestrationError(
+                            f"the temporary Prefect API exited with code {code} "
+                            f"({_START_ATTEMPTS} attempts)"
+                        )
                     attempts += 1
                     restarted = ApiServer.start()
                     self.port, self.process = restarted.port, restarted.process
@@ -90,7 +99,11 @@ class ApiServer:
                         return
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"the temporary Prefect API did not start within {timeout_s:g} s")
+        raise OrchestrationError(
+            f"the temporary Prefect API did not answer within {timeout_s:g} s (a busy machine? "
+            "set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher, or PREFECT_API_URL to "
+            "a running Prefect server)"
+        )
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after :data:`STOP_WAIT_S`; the process is reaped."""
@@ -102,6 +115,11 @@ class ApiServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def startup_timeout_s(configured_s: float | None) -> float:
+    """Seconds the temporary server gets to answer: Prefect's setting, at least the minimum."""
+    return max(float(configured_s or 0.0), MIN_STARTUP_TIMEOUT_S)
 
 
 @contextlib.contextmanager
@@ -116,7 +134,7 @@ def prefect_api() -> Iterator[str]:
         The API URL.
 
     Raises:
-        RuntimeError: the temporary server did not start.
+        OrchestrationError: the temporary server did not start.
     """
     from prefect.settings import (
         PREFECT_API_URL,
@@ -131,7 +149,9 @@ def prefect_api() -> Iterator[str]:
         return
     server = ApiServer.start()
     try:
-        server.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        server.wait_ready(
+            startup_timeout_s(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        )
         # the server has no UI: no "View at" link to it in the log
         with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}):
             try:
