@@ -31,6 +31,11 @@ from echo_batch.report.stats import (
     segmentation_table,
     worst_cases,
 )
+from echo_batch.report.uncertainty import (
+    uncertainty_plot,
+    uncertainty_section,
+    uncertainty_summary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +115,7 @@ def summarise(run: RunData) -> dict[str, Any]:
         "loops": loop_summary(run),
         "inputs": input_mix(patients),
         "measures": measures_summary(patients),
+        "uncertainty": uncertainty_summary(patients),
     }
     if primary is not None:
         summary["by_image_quality"] = grouped_agreement(patients, primary, "image_quality")
@@ -150,6 +156,10 @@ def _plots(
     figures["volumes"] = plots.volume_plot(run.patients, volumes, folder / "volumes.png")
     if summary["measures"] is not None:
         figures["measures"] = measures_plot(run.patients, folder / "measures.png")
+    if summary["uncertainty"] is not None:
+        figures["uncertainty"] = uncertainty_plot(
+            run.patients, summary["uncertainty"], folder / "uncertainty.png"
+        )
     return {k: v for k, v in figures.items() if v is not None}
 
 
@@ -524,6 +534,15 @@ def render_page(
     sections = [
         _summary_section(summary),
         _agreement_section(summary, figures, root),
+        *(
+            [
+                uncertainty_section(
+                    summary["uncertainty"], _rel_or_none(figures.get("uncertainty"), root)
+                )
+            ]
+            if summary["uncertainty"] is not None
+            else []
+        ),
         *([_loops_section(summary["loops"])] if summary["loops"] is not None else []),
         *(
             [measures_section(summary["measures"], _rel_or_none(figures.get("measures"), root))]

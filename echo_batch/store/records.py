@@ -16,8 +16,9 @@ import pyarrow as pa
 # that a resumed run never takes rows of other settings for its own); 1.3: cine loops
 # (frames.parquet, the frames and beats columns of patients.parquet, images.parquet frame); 1.4:
 # per-study measurements (LA volume, contour GLS, FAC, long-axis shortening; LV border length and
-# LA area and length per image)
-SCHEMA_VERSION = "1.4"
+# LA area and length per image); 1.5: uncertainty (``--uncertainty``: ef_pct_sd, ef_camus_pct_sd,
+# n_members; images.parquet lv_dice_members)
+SCHEMA_VERSION = "1.5"
 
 UNITS = {
     "_ml": "mL",
@@ -65,6 +66,8 @@ class ImageRecord:
         la_area_mm2: left-atrial area (largest atrium component).
         la_length_mm: left-atrial length, mitral annulus mid-point to the roof, perpendicular to
             the annulus.
+        lv_dice_members: mean LV Dice over every pair of ensemble members' masks of this image
+            (``--uncertainty``; null otherwise): 1 when the members agree.
     """
 
     patient_id: str
@@ -93,6 +96,7 @@ class ImageRecord:
     lv_border_length_mm: float | None = None
     la_area_mm2: float | None = None
     la_length_mm: float | None = None
+    lv_dice_members: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,12 @@ class PatientRecord:
         gls_contour_gt_pct: ``gls_contour_pct`` on the ground-truth masks.
         fac_2ch_gt_pct: ``fac_2ch_pct`` on the ground-truth masks.
         fac_4ch_gt_pct: ``fac_4ch_pct`` on the ground-truth masks.
+        ef_pct_sd: SD of ``ef_pct`` between the ensemble's members (``--uncertainty``: each
+            member's masks measured alone; null otherwise or with fewer than two measurable
+            members), EF points. ``ef_pct`` itself then comes from the members' mean
+            probabilities.
+        ef_camus_pct_sd: SD of ``ef_camus_pct`` between the members, EF points.
+        n_members: members behind the SDs (null without ``--uncertainty``).
     """
 
     patient_id: str
@@ -234,6 +244,9 @@ class PatientRecord:
     gls_contour_gt_pct: float | None = None
     fac_2ch_gt_pct: float | None = None
     fac_4ch_gt_pct: float | None = None
+    ef_pct_sd: float | None = None
+    ef_camus_pct_sd: float | None = None
+    n_members: int | None = None
 
 
 @dataclass(frozen=True)
