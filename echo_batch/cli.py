@@ -121,9 +121,14 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     precision: Annotated[
-        TrainPrecision, typer.Option(help="bf16 (autocast) or fp32.")
-    ] = TrainPrecision.BF16,
+        TrainPrecision,
+        typer.Option(help="bf16 (autocast), fp32, or auto: bf16 where the device has it natively."),
+    ] = TrainPrecision.AUTO,
     device: Annotated[Device, typer.Option(help="Where training runs.")] = Device.AUTO,
+    features: Annotated[
+        str,
+        typer.Option(help="U-Net channels per level, top to bottom, comma-separated."),
+    ] = "32,32,64,128,128,128",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = True,
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -133,8 +138,22 @@ def train(
     from echo_batch.model.train import train as run_training
 
     _setup_logging(verbose)
+    try:
+        levels = tuple(int(f) for f in features.split(","))
+    except ValueError:
+        levels = ()
+    if len(levels) < 2 or min(levels) < 1:
+        raise typer.BadParameter(
+            f"expected positive integers separated by commas, got {features!r}",
+            param_hint="--features",
+        )
     config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision.value
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        precision=precision.value,
+        features=levels,
     )
     run_training(
         data, out, config, device_name=device.value, resume=resume, max_minutes=max_minutes

@@ -77,6 +77,7 @@ class Precision(StrEnum):
 class TrainPrecision(StrEnum):
     """Arithmetic of training steps."""
 
+    AUTO = "auto"  # bf16 where the device has native bf16, else fp32
     BF16 = "bf16"  # autocast
     FP32 = "fp32"
 
