@@ -22,6 +22,18 @@ same B patients, in the same mix. ``--loops`` synthesises cine loops (``synth --
 with ``--frames detected``, so that every loop frame is segmented and written to
 ``frames.parquet``.
 
+``--format dicom`` runs a cohort of ultrasound DICOM files listed by a manifest instead: the
+``--replicate-from`` base loop cohort (default 100 patients, ``synth --loops``) is converted once,
+each view's loop to one multi-frame file (``camus_loops_to_dicom``: JPEG baseline q95 by default,
+``--dicom-encoding none`` for uncompressed; a tissue region carrying the NIfTI spacing; a made-up
+patient name and birth date in every header), its NIfTI label loop hard-linked beside; the
+manifest (``patient_id, view, path, spacing_row_mm, spacing_col_mm, gt_path``, spacing left empty
+so that the DICOM regions give it) has one row per file. Every size is made of renamed hard links
+of those files and a manifest whose rows carry the new patient ids (the headers keep the base
+PatientID: a run takes the manifest's). Runs use ``--segmentation gt --frames detected``. Checked
+per run: the patient ids written are the manifest's, ``frames`` has one row per frame of the
+files, and no output file holds the name or birth date of the headers.
+
 ``--per-worker-check`` also runs the smallest size with 1 worker: the throughput of one worker
 and what each added worker adds, for sizing clusters.
 
@@ -32,14 +44,16 @@ Usage::
 
     python benchmarks/scale_run.py [--sizes 1000 10000] [--segmentations gt model]
         [--workers 2] [--seed 7] [--max-side 256] [--work build/scale] [--per-worker-check]
-        [--replicate-from 2000] [--loops] [--out-dir benchmarks/results]
+        [--replicate-from 2000] [--loops] [--format nifti|dicom] [--dicom-encoding jpeg|none]
+        [--out-dir benchmarks/results]
 
-Writes ``<out-dir>/scale[-loops]-<date>-<host>.json`` and prints a Markdown table.
+Writes ``<out-dir>/scale[-loops|-dicom]-<date>-<host>.json`` and prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import json
 import logging
@@ -57,12 +71,20 @@ import perf_table
 import suite
 
 from echo_batch import atomic
+from echo_batch.synth.dicom_convert import camus_loops_to_dicom
 
 logger = logging.getLogger("scale_run")
 
 REPO = Path(__file__).resolve().parents[1]
 SEGMENTATIONS = ("gt", "model")
 COMPLETE = ".complete"
+FORMATS = ("nifti", "dicom")
+DICOM_ENCODINGS = {"jpeg": 95, "none": None}  # JPEG baseline quality, None: uncompressed
+DICOM_BASE_PATIENTS = 100
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ("patient_id", "view", "path", "spacing_row_mm", "spacing_col_mm", "gt_path")
+FILES = "files.csv"  # the manifest's rows with the frames of each file (n_frames)
+IDENTITY = ("Scalerun^Imogen", "19410305")  # made up; written into every DICOM header
 
 
 # ---------------------------------------------------------------- cohorts
@@ -218,6 +240,144 @@ def cohorts(
     return roots, seconds
 
 
+# ---------------------------------------------------------------- DICOM cohorts
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, object]], columns: Sequence[str]) -> None:
+    """A CSV of ``rows`` with ``columns`` (absent values empty)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV written by :func:`write_rows`."""
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def dicom_cohort(nifti: Path, dest: Path, jpeg_quality: int | None) -> Path:
+    """A CAMUS-layout loop cohort as DICOM files under ``dest`` (reused when complete).
+
+    ``dest/dicom/*.dcm`` (one multi-frame file per view, :func:`camus_loops_to_dicom`, the
+    :data:`IDENTITY` in every header), ``dest/gt/*_gt.nii.gz`` (hard links), ``dest/files.csv``
+    (the manifest rows with ``n_frames``) and ``dest/manifest.csv``.
+    """
+    if (dest / COMPLETE).is_file():
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    rows = []
+    for folder in sorted((nifti / "database_nifti").iterdir()):
+        rows += camus_loops_to_dicom(folder, dest, jpeg_quality=jpeg_quality, identity=IDENTITY)
+    write_rows(dest / FILES, rows, (*MANIFEST_COLUMNS, "n_frames"))
+    write_rows(dest / MANIFEST, rows, MANIFEST_COLUMNS)
+    (dest / COMPLETE).write_text(f"{nifti}\n{jpeg_quality}\n")
+    return dest
+
+
+def replica_rows(rows: Sequence[dict[str, str]], patients: int) -> list[dict[str, str]]:
+    """Manifest rows of ``patients`` patients made of renamed copies of those in ``rows``.
+
+    Copy 0 of every patient (in the order of ``rows``) comes first, then copy 1, ...; a copy's
+    rows are its base patient's, with the patient id :func:`replica_id` and every file named
+    after it (a file name starting with the base id gets the new id instead, in the same
+    folder). ``source`` and ``gt_source`` keep the base rows' paths.
+    """
+    by_patient: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        by_patient[row["patient_id"]].append(row)
+    ids = list(by_patient)
+    copies = math.ceil(patients / len(ids)) if ids else 0
+    plan = [(copy, pid) for copy in range(copies) for pid in ids][:patients]
+    out = []
+    for copy, pid in plan:
+        new = replica_id(pid, copy)
+        for row in by_patient[pid]:
+            renamed = {
+                **row,
+                "patient_id": new,
+                "source": row["path"],
+                "gt_source": row.get("gt_path", ""),
+            }
+            for key in ("path", "gt_path"):
+                if row.get(key):
+                    folder, _, name = row[key].rpartition("/")
+                    name = new + name[len(pid) :] if name.startswith(pid) else name
+                    renamed[key] = f"{folder}/{name}" if folder else name
+            out.append(renamed)
+    return out
+
+
+def replicate_manifest(base: Path, patients: int, dest: Path) -> Path:
+    """``patients`` patients of renamed hard links of a DICOM cohort's files (reused when
+    complete); returns ``dest`` (its manifest is ``dest/manifest.csv``)."""
+    if (dest / COMPLETE).is_file():
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    rows = replica_rows(read_rows(base / FILES), patients)
+    for row in rows:
+        for key, source in (("path", "source"), ("gt_path", "gt_source")):
+            if row[source]:
+                target = dest / row[key]
+                if target.exists():  # a file not named after its patient: shared by the copies
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                link_or_copy(base / row[source], target)
+    write_rows(dest / FILES, rows, (*MANIFEST_COLUMNS, "n_frames"))
+    write_rows(dest / MANIFEST, rows, MANIFEST_COLUMNS)
+    (dest / COMPLETE).write_text(f"{base}\n{patients}\n")
+    return dest
+
+
+def dicom_cohorts(
+    work: Path,
+    sizes: Sequence[int],
+    seed: int,
+    max_side: int,
+    base_patients: int,
+    encoding: str,
+) -> tuple[dict[int, Path], float]:
+    """Manifests by size, every size made of copies of one DICOM base cohort.
+
+    Returns:
+        The manifest of each size and the seconds spent synthesising and converting the base.
+    """
+    nifti, seconds = synth_cohort(work, base_patients, seed, max_side, loops=True)
+    t0 = time.perf_counter()
+    base = dicom_cohort(nifti, work / f"{nifti.name}-dicom-{encoding}", DICOM_ENCODINGS[encoding])
+    convert = time.perf_counter() - t0
+    logger.info("DICOM base cohort %s: %.0f s", base, convert)
+    roots = {}
+    for n in sorted(set(sizes)):
+        roots[n] = replicate_manifest(base, n, work / f"{base.name}-x{n}") / MANIFEST
+    return roots, seconds + convert
+
+
+def dicom_checks(manifest: Path, out: Path) -> dict[str, Any]:
+    """What a DICOM run must show: the manifest's patient ids, one ``frames`` row per frame of
+    the files, and neither the name nor the birth date of the headers in any output file."""
+    import pandas as pd
+
+    files = read_rows(manifest.parent / FILES)
+    ids = {row["patient_id"] for row in files}
+    written = set(pd.read_parquet(out / "patients.parquet", columns=["patient_id"])["patient_id"])
+    needles = [IDENTITY[0], IDENTITY[0].replace("^", " "), *IDENTITY[0].split("^"), IDENTITY[1]]
+    hits = [
+        str(path.relative_to(out))
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and any(n.encode() in path.read_bytes() for n in needles)
+    ]
+    return {
+        "expected_frames": sum(int(row["n_frames"]) for row in files),
+        "patient_ids_are_the_manifests": written == ids,
+        "identity_in_outputs": hits,
+    }
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -345,11 +505,23 @@ def per_worker(one: dict[str, Any], many: dict[str, Any]) -> dict[str, Any]:
 def scale_run(args: argparse.Namespace) -> dict[str, Any]:
     """Cohorts, runs, growth and per-worker figures (see the module docstring)."""
     started = dt.datetime.now().astimezone()
-    roots, synth_seconds = cohorts(
-        args.work, args.sizes, args.seed, args.max_side, args.loops, args.replicate_from
-    )
-    frames = "detected" if args.loops else None
-    tag = "-loops" if args.loops else ""
+    dicom = args.format == "dicom"
+    if dicom:
+        roots, synth_seconds = dicom_cohorts(
+            args.work,
+            args.sizes,
+            args.seed,
+            args.max_side,
+            args.replicate_from or DICOM_BASE_PATIENTS,
+            args.dicom_encoding,
+        )
+    else:
+        roots, synth_seconds = cohorts(
+            args.work, args.sizes, args.seed, args.max_side, args.loops, args.replicate_from
+        )
+    loops = args.loops or dicom
+    frames = "detected" if loops else None
+    tag = f"-dicom-{args.dicom_encoding}" if dicom else "-loops" if loops else ""
     runs: dict[tuple[str, int, int], dict[str, Any]] = {}
     for n in sorted(roots):
         for seg in args.segmentations:
@@ -357,6 +529,9 @@ def scale_run(args: argparse.Namespace) -> dict[str, Any]:
             runs[seg, n, args.workers] = run_case(
                 roots[n], out, args.workers, seg, args.chunk_size, frames
             )
+            if dicom:
+                runs[seg, n, args.workers]["dicom"] = checks = dicom_checks(roots[n], out)
+                logger.info("DICOM checks, %d patients: %s", n, checks)
     lo, hi = min(roots), max(roots)
     result: dict[str, Any] = {
         "kind": "echo-batch-scale",
@@ -369,9 +544,12 @@ def scale_run(args: argparse.Namespace) -> dict[str, Any]:
             "chunk_size": args.chunk_size,
             "seed": args.seed,
             "max_side": args.max_side,
-            "loops": args.loops,
+            "loops": loops,
             "frames": frames,
             "replicate_from": args.replicate_from,
+            "format": args.format,
+            "dicom_encoding": args.dicom_encoding if dicom else None,
+            "dicom_jpeg_quality": DICOM_ENCODINGS[args.dicom_encoding] if dicom else None,
         },
         "cohort": {"root": str(roots[hi]), "synth_seconds": synth_seconds},
         "git": suite.git_state(),
@@ -457,9 +635,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_result(result: dict[str, Any], out_dir: Path) -> Path:
-    """``<out_dir>/scale[-loops]-<date>-<host>.json``."""
+    """``<out_dir>/scale[-loops|-dicom-<encoding>]-<date>-<host>.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tag = "-loops" if result["settings"].get("loops") else ""
+    settings = result["settings"]
+    tag = "-loops" if settings.get("loops") else ""
+    if settings.get("format") == "dicom":
+        tag = f"-dicom-{settings['dicom_encoding']}"
     path = out_dir / f"scale{tag}-{result['date']}-{result['machine']['host']}.json"
     return atomic.write_text(path, json.dumps(result, indent=2) + "\n")
 
@@ -484,6 +665,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loops",
         action="store_true",
         help="cine-loop cohorts (synth --loops), runs with --frames detected",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="nifti",
+        help="dicom: manifests of DICOM loop files with NIfTI label loops (implies --loops)",
+    )
+    parser.add_argument(
+        "--dicom-encoding",
+        choices=sorted(DICOM_ENCODINGS),
+        default="jpeg",
+        help="pixels of the DICOM files: JPEG baseline q95 or uncompressed",
     )
     parser.add_argument(
         "--per-worker-check",

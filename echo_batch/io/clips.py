@@ -14,7 +14,7 @@ import numpy as np
 from echo_batch.domain import ClipMeta, InputFormat, PatientRef, SpacingSource, View
 from echo_batch.errors import InputError
 from echo_batch.io.clip import Clip
-from echo_batch.io.image import EchoSequence, ImageGrid, read_with_truth
+from echo_batch.io.image import EchoSequence, ImageGrid, read_sequence, read_with_truth
 from echo_batch.io.limits import DEFAULT_LIMITS, InputLimits
 
 # A loop without a trusted spacing is measured on this nominal square grid: lengths, areas and
@@ -92,6 +92,8 @@ def read_patient_loop(ref: PatientRef, view: View) -> PatientLoop:
     gt, traced = (None, None)
     if meta.tracings is not None:
         gt, traced = _traced_truth(ref, view, meta.tracings, frames)
+    elif files.gt is not None:
+        gt = _listed_truth(ref, files.gt, frames)
     return PatientLoop(
         frames=frames,
         gt=gt,
@@ -101,6 +103,25 @@ def read_patient_loop(ref: PatientRef, view: View) -> PatientLoop:
         frame_time_ms=clip.frame_time_ms,
         input_format=meta.input_format,
     )
+
+
+def _listed_truth(ref: PatientRef, gt_path: Path, frames: EchoSequence) -> EchoSequence:
+    """A manifest's ``gt_path`` label loop for a DICOM or video clip, on the clip's grid.
+
+    The label maps must have the shape of the clip as read (after cropping to the tissue
+    region): ``(T, H, W)``, one map per frame.
+
+    Raises:
+        InputError: the label file is unusable, or its shape differs (naming the label file).
+    """
+    gt = read_sequence(gt_path, patient_dir=ref.folder, labels=True)
+    if gt.array.shape != frames.array.shape:
+        raise InputError(
+            gt_path,
+            f"ground truth shape {gt.array.shape} differs from the loop {frames.array.shape} "
+            "as read (cropped to its tissue region)",
+        )
+    return EchoSequence(array=gt.array, geometry=frames.geometry, path=gt_path)
 
 
 def _traced_truth(

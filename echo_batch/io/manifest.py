@@ -8,8 +8,9 @@ A manifest lists one loop (or still) file per patient and view::
 ``path`` is relative to the manifest's folder (or absolute); ``ed_frame``/``es_frame`` are
 0-based and come together, as do the two spacings. Files may be NIfTI, MetaImage, DICOM or AVI
 video (the reader is chosen from the file ending, DICOM also from its ``DICM`` preamble).
-``gt_path`` (an extension of the design's columns) names per-frame expert label maps of a
-NIfTI or MetaImage loop, same shape, for ``--segmentation gt`` and the expert comparison.
+``gt_path`` (an extension of the design's columns) names per-frame expert label maps (a NIfTI
+or MetaImage file) of a NIfTI, MetaImage or DICOM loop, same shape as the loop as read (a DICOM
+loop cropped to its tissue region), for ``--segmentation gt`` and the expert comparison.
 
 Confinement: no file may lie outside the manifest's folder, links resolved, unless the run names a
 wider ``files_root`` that holds the manifest's files explicitly. A bad row (missing file, unknown
@@ -53,6 +54,9 @@ MANIFEST_OPTIONAL = (
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_SPACING_MM = 10.0  # as io.limits.InputLimits.max_spacing_mm
 MAX_FRAME_TIME_MS = 1000.0  # 1 frame/s: slower than any echocardiography loop
+
+_GT_FORMATS = (InputFormat.CAMUS2019, InputFormat.CAMUS2023, InputFormat.DICOM)
+"""Loop formats a ``gt_path`` may accompany (EchoNet videos take their masks from tracings)."""
 
 _VIEW_NAMES = {
     "2ch": View.A2C,
@@ -217,8 +221,10 @@ def discover_manifest(path: Path | str, *, files_root: Path | str | None = None)
             if why is not None:
                 row_problems.append(f"line {row.line}: gt_path: {why}")
                 meta = None
-            elif fmt not in (InputFormat.CAMUS2019, InputFormat.CAMUS2023):
-                row_problems.append(f"line {row.line}: gt_path only for NIfTI or MetaImage loops")
+            elif fmt not in _GT_FORMATS:
+                row_problems.append(
+                    f"line {row.line}: gt_path only for NIfTI, MetaImage or DICOM loops"
+                )
                 meta = None
         ef = _number(row, "ef_ref_pct", row_problems)
         if ef is not None and not 0 <= ef <= 100:

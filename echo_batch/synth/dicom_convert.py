@@ -168,3 +168,86 @@ def camus_stills_to_dicom(
             {"patient_id": pid, "view": view.value, "path": name, "ed_frame": 0, "es_frame": 1}
         )
     return rows
+
+
+def camus_loops_to_dicom(
+    patient_folder: Path | str,
+    out: Path | str,
+    *,
+    jpeg_quality: int | None = None,
+    identity: tuple[str, str] | None = None,
+) -> list[dict[str, object]]:
+    """Convert a CAMUS-layout patient's loops to one multi-frame DICOM file per view.
+
+    Each view's ``*_{view}_sequence.nii.gz`` or ``*_{view}_half_sequence.nii.gz`` becomes
+    ``<out>/dicom/<name>.dcm`` (the NIfTI name with ``.dcm``, so a half sequence stays one), its
+    spacing in a tissue region covering the whole grid and the frame time from ``Info_<view>.cfg``
+    (``FrameRate``; 40 ms without one); its ``_gt`` label loop, when there is one, is hard-linked
+    (copied where links fail) to ``<out>/gt/``, for a manifest's ``gt_path``.
+
+    Args:
+        patient_folder: ``.../patientXXXX`` of a loop cohort (``echo-batch synth --loops``).
+        out: cohort folder (the manifest's).
+        jpeg_quality: None for uncompressed, else JPEG baseline at this quality.
+        identity: ``(PatientName, PatientBirthDate)`` written into every file.
+
+    Returns:
+        Manifest rows (``patient_id, view, path, gt_path, n_frames``), paths relative to
+        ``out``, spacing columns left out (the DICOM region gives the spacing); ``gt_path`` is
+        empty without a label loop.
+    """
+    import os
+
+    from echo_batch.domain import VIEWS
+    from echo_batch.io.cfg import parse_cfg
+    from echo_batch.io.image import read_sequence
+
+    folder, out = Path(patient_folder), Path(out)
+    pid = folder.name
+    (out / "dicom").mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    for view in VIEWS:
+        loops = [
+            p
+            for p in sorted(folder.glob(f"{pid}_{view.value}_*sequence.nii.gz"))
+            if not p.name.endswith("_gt.nii.gz")
+        ]
+        if not loops:
+            continue
+        source = loops[0]
+        loop = read_sequence(source)
+        pixels = np.clip(np.rint(loop.array), 0, 255).astype(np.uint8)
+        cfg_path = folder / f"Info_{view.value}.cfg"
+        rate = parse_cfg(cfg_path).frame_rate_hz if cfg_path.is_file() else None
+        name = source.name.removesuffix(".nii.gz")
+        write_ultrasound_dicom(
+            out / "dicom" / f"{name}.dcm",
+            pixels,
+            loop.geometry.spacing,
+            patient_id=pid,
+            view=view,
+            frame_time_ms=1000.0 / rate if rate else 40.0,
+            jpeg_quality=jpeg_quality,
+            identity=identity,
+        )
+        gt_source = source.with_name(f"{name}_gt.nii.gz")
+        gt_path = ""
+        if gt_source.is_file():
+            target = out / "gt" / gt_source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            try:
+                os.link(gt_source, target)
+            except OSError:
+                target.write_bytes(gt_source.read_bytes())
+            gt_path = f"gt/{gt_source.name}"
+        rows.append(
+            {
+                "patient_id": pid,
+                "view": view.value,
+                "path": f"dicom/{name}.dcm",
+                "gt_path": gt_path,
+                "n_frames": int(pixels.shape[0]),
+            }
+        )
+    return rows
