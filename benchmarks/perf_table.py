@@ -280,6 +280,31 @@ def geometry_lines(geometry: dict[str, Any]) -> list[str]:
     return [intro, "", *table(header, rows)]
 
 
+def dicom_read_lines(bench: dict[str, Any]) -> list[str]:
+    """Reading cost per frame, DICOM beside NIfTI (``bench_dicom_read.py``)."""
+    grid = bench["rendered_grid"]
+    size = f"{grid[0]} x {grid[1]}" if isinstance(grid, list) else "native"
+    intro = (
+        f"**Reading cost per frame** (the same {bench['frames']:,} synthetic loop frames, "
+        f"{size} px, {bench['patients']} patients x 2 views, best of the passes, 1 thread; a "
+        f"DICOM header alone {bench['results']['dicom_header_ms_per_file']:.2f} ms per file)."
+    )
+    cases = (
+        ("DICOM, JPEG baseline q95", "dicom_jpeg_ms_per_frame", "jpeg"),
+        ("DICOM, uncompressed", "dicom_uncompressed_ms_per_frame", "none"),
+        ("NIfTI (`.nii.gz`)", "nifti_gz_ms_per_frame", "nifti_gz"),
+    )
+    rows = [
+        (
+            name,
+            f"{bench['results'][key]:.2f} ms",
+            f"{bench['bytes_per_frame'][size_key] / 1024:.1f} KiB",
+        )
+        for name, key, size_key in cases
+    ]
+    return [intro, "", *table(("file", "read per frame", "bytes per frame"), rows)]
+
+
 def gpu_lines(gpu: dict[str, Any] | None, source: str | None = None) -> list[str]:
     """GPU table from a ``gpu_check.py`` report, or the line saying it has not run."""
     if gpu is None:
@@ -344,6 +369,8 @@ def render(
             parts.append(gt_flow_lines(flow))
         if results.get("geometry"):
             parts.append(geometry_lines(results["geometry"]))
+        if results.get("dicom_read"):
+            parts.append(dicom_read_lines(results["dicom_read"]))
     parts.append(gpu_lines(gpu, gpu_source))
     return "\n\n".join("\n".join(lines) for lines in parts) + "\n"
 

@@ -13,6 +13,9 @@ Sections, all measured in this one run so that every ratio compares figures of t
 * ``flow``: ``--segmentation gt`` overhead and peak RSS per cohort size, and the model end to
   end in three modes with ratios to model-only (same layout and precision, taken from the
   engine section) and to the plain loop doing the same work (``bench_flow.py``).
+* ``dicom_read``: reading cost per frame of the same synthetic loops as DICOM (JPEG baseline
+  q95, uncompressed) and as NIfTI, and of a DICOM header (``bench_dicom_read.py`` at 256 px,
+  one thread, run as a child process).
 
 Writes ``<out>/<YYYY-MM-DD>-<host>.json`` and its Markdown rendering ``.md``
 (``perf_table.py``). Full run: about 10-15 minutes on the 2-core development machine;
@@ -21,9 +24,10 @@ Writes ``<out>/<YYYY-MM-DD>-<host>.json`` and its Markdown rendering ``.md``
 
 Usage::
 
-    python benchmarks/suite.py [--quick] [--out DIR] [--only geometry engine flow-gt flow-model]
+    python benchmarks/suite.py [--quick] [--out DIR]
+        [--only geometry engine flow-gt flow-model dicom-read]
         [--geometry-repeat N] [--engine-seconds S] [--batches 1 2 ...] [--flow-sizes N ...]
-        [--replicas N] [--workers N] [--threads N]
+        [--replicas N] [--workers N] [--threads N] [--dicom-patients N]
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ logger = logging.getLogger("suite")
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
-SECTIONS = ("geometry", "engine", "flow-gt", "flow-model")
+SECTIONS = ("geometry", "engine", "flow-gt", "flow-model", "dicom-read")
 SCHEMA_VERSION = 1
 
 
@@ -73,6 +77,8 @@ class Settings:
         replicas: copies of the bundled sample for the amortised model run.
         chunk_size: patients per chunk of the gt runs (None: the flow's automatic sizes, as a
             user gets them).
+        dicom_patients: synthetic patients (two loops each) of the DICOM reading section.
+        dicom_repeats: passes over the files of the DICOM reading section (the best kept).
     """
 
     geometry_repeat: int
@@ -83,6 +89,8 @@ class Settings:
     flow_sizes: tuple[int, ...]
     replicas: int
     chunk_size: int | None = None
+    dicom_patients: int = 6
+    dicom_repeats: int = 3
 
 
 def presets(cores: int) -> dict[str, Settings]:
@@ -103,6 +111,8 @@ def presets(cores: int) -> dict[str, Settings]:
         batches=(1, 2),
         flow_sizes=(100, 300),
         replicas=2,
+        dicom_patients=2,
+        dicom_repeats=1,
     )
     return {"full": full, "quick": quick}
 
@@ -190,6 +200,19 @@ def geometry_section(settings: Settings) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
+def dicom_read_section(settings: Settings) -> dict[str, Any]:
+    """``bench_dicom_read.py`` (256 px) in a child process with single-threaded libraries."""
+    env = dict(os.environ)
+    env.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"), "1"))
+    with tempfile.TemporaryDirectory(prefix="echo-batch-suite-") as tmp:
+        out = Path(tmp) / "dicom-read.json"
+        cmd = [sys.executable, str(BENCH / "bench_dicom_read.py"), "--side", "256"]
+        cmd += ["--patients", str(settings.dicom_patients)]
+        cmd += ["--repeats", str(settings.dicom_repeats), "--json", str(out)]
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
 def engine_section(settings: Settings) -> dict[str, Any]:
     """One process x ``threads`` at each batch, then ``workers`` processes x 1 thread."""
     import torch
@@ -259,7 +282,7 @@ def timed(name: str, fn: Callable[[], dict[str, Any]], seconds: dict[str, float]
 
 
 def run_suite(settings: Settings, mode: str, only: Sequence[str] = SECTIONS) -> dict[str, Any]:
-    """All sections in ``only``, in order geometry, engine, flow.
+    """All sections in ``only``, in order geometry, engine, flow, DICOM reading.
 
     Args:
         settings: sizes and durations.
@@ -290,6 +313,8 @@ def run_suite(settings: Settings, mode: str, only: Sequence[str] = SECTIONS) -> 
     if "flow-gt" in only or "flow-model" in only:
         engine = results.get("engine")
         results["flow"] = timed("flow", lambda: flow_section(settings, only, engine), seconds)
+    if "dicom-read" in only:
+        results["dicom_read"] = timed("dicom-read", lambda: dicom_read_section(settings), seconds)
     results["seconds"] = {**seconds, "total": sum(seconds.values())}
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     return results
@@ -328,6 +353,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--chunk-size", type=int)
+    parser.add_argument("--dicom-patients", type=int)
+    parser.add_argument("--dicom-repeats", type=int)
     return parser.parse_args(argv)
 
 

@@ -240,3 +240,28 @@ def test_readme_table_matches_committed_results(perf_table):
         f"README.md performance tables differ from {newest.name}: run "
         "`.venv/bin/python benchmarks/perf_table.py --write-readme`"
     )
+
+
+def test_render_dicom_reading_cost(perf_table):
+    bench = {
+        "patients": 6,
+        "frames": 1111,
+        "rendered_grid": [256, 256],
+        "results": {
+            "dicom_header_ms_per_file": 2.612,
+            "dicom_jpeg_ms_per_frame": 2.353,
+            "dicom_uncompressed_ms_per_frame": 1.1341,
+            "nifti_gz_ms_per_frame": 1.265,
+        },
+        "bytes_per_frame": {"jpeg": 38630, "none": 353295, "nifti_gz": 31394},
+    }
+    text = perf_table.render({**small_results(), "dicom_read": bench}, source="x.json")
+    assert (
+        "**Reading cost per frame** (the same 1,111 synthetic loop frames, 256 x 256 px, "
+        "6 patients x 2 views, best of the passes, 1 thread; a DICOM header alone 2.61 ms "
+        "per file)." in text
+    )
+    assert "| DICOM, JPEG baseline q95 | 2.35 ms | 37.7 KiB |" in text
+    assert "| DICOM, uncompressed | 1.13 ms | 345.0 KiB |" in text
+    assert "| NIfTI (`.nii.gz`) | 1.26 ms | 30.7 KiB |" in text
+    assert "Reading cost" not in perf_table.render(small_results(), source="x.json")
