@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from echo_batch.domain import Precision
 from echo_batch.model.bundle import Bundle, load_bundle
-from echo_batch.model.preprocess import to_grid
+from echo_batch.model.preprocess import resample_labels, to_grid
 from echo_batch.model.unet import fold_batch_norm
 
 logger = logging.getLogger(__name__)
@@ -39,6 +38,26 @@ class Segmentation:
 
     labels: np.ndarray
     confidence: float
+
+
+@dataclass(frozen=True)
+class GridSegmentation:
+    """Model output for a stack of images on the input grid (the GPU stage of a split run).
+
+    Attributes:
+        labels: ``(N, rows, cols)`` uint8 labels on the input grid.
+        confidence: ``(N,)`` float32, as :attr:`Segmentation.confidence`.
+        probabilities: image index -> ``(rows, cols, C)`` float16 (float32 for a float32
+            grid) class probabilities on the
+            grid, only for images whose native shape differs from the grid (their labels are
+            taken after resampling the probabilities to the native grid).
+        seconds: time the engine took, when the caller measured it.
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    probabilities: dict[int, np.ndarray]
+    seconds: float = 0.0
 
 
 def cpu_supports_bf16() -> bool:
@@ -152,7 +171,7 @@ class SegmentationEngine:
             failure = None
             try:
                 x = torch.from_numpy(np.ascontiguousarray(batch))[:, None]
-                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                x = _on_device(x, self.device)
                 with self._autocast():
                     logits = self._forward(x)[:n]
             except RuntimeError as exc:  # CUDA out of memory or a lost GPU: see _recover_batch
@@ -202,7 +221,7 @@ class SegmentationEngine:
                 failure = None
                 try:
                     x = torch.from_numpy(np.ascontiguousarray(part))[:, None]
-                    x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                    x = _on_device(x, self.device)
                     with self._autocast():
                         logits = self.model(x).float().cpu()
                 except RuntimeError as exc:
@@ -221,9 +240,9 @@ class SegmentationEngine:
         if getattr(self, "_cpu_model", None) is None:
             cpu_model = fold_batch_norm(self.bundle.build())
             self._cpu_model = cpu_model.to(memory_format=torch.channels_last)
-        x = torch.from_numpy(np.ascontiguousarray(batch))[:, None]
+        x = _on_device(torch.from_numpy(np.ascontiguousarray(batch))[:, None], torch.device("cpu"))
         with torch.inference_mode():
-            return self._cpu_model(x.contiguous(memory_format=torch.channels_last)).float()
+            return self._cpu_model(x).float()
 
     @torch.inference_mode()
     def forward_only(self, grid_images: np.ndarray) -> int:
@@ -259,6 +278,22 @@ class SegmentationEngine:
             out[start : start + len(logits)] = probs.cpu().numpy()
         return out
 
+    def _grid_outputs(self, grid_images: np.ndarray):
+        """Yield per forward pass ``(start, labels, confidence, probs)``.
+
+        ``labels`` is ``(n, rows, cols)`` uint8 and ``confidence`` ``(n,)`` float32 on the host;
+        ``probs`` is the ``(n, C, rows, cols)`` float32 probability tensor, still on the device.
+        Labels and confidences are taken on the device (``max(1)`` is much faster than
+        ``argmax(1)``), so only the images that need resampling bring probabilities back.
+        """
+        for start, logits in self._batches(grid_images):
+            probs = logits.float().softmax(1)
+            top, labels = probs.max(1)  # (n, rows, cols)
+            heart = labels > 0
+            count = heart.sum((1, 2))
+            conf = ((top * heart).sum((1, 2)) / count.clamp(min=1)).cpu().numpy()
+            yield start, labels.to(torch.uint8).cpu().numpy(), conf, probs
+
     @torch.inference_mode()
     def segment(self, images: Sequence[np.ndarray]) -> list[Segmentation]:
         """Segment native images of any sizes.
@@ -276,22 +311,59 @@ class SegmentationEngine:
             return []
         grid = np.stack([to_grid(img, self.input_size) for img in images])
         results: list[Segmentation] = []
-        for start, logits in self._batches(grid):
-            probs = logits.float().softmax(1)
-            top, labels = probs.max(1)  # (n, rows, cols); max(1) is much faster than argmax(1)
-            heart = labels > 0
-            count = heart.sum((1, 2))
-            conf = ((top * heart).sum((1, 2)) / count.clamp(min=1)).cpu().numpy()
-            labels_host = labels.to(torch.uint8).cpu().numpy()
-            for k in range(len(logits)):
+        for start, labels_host, conf, probs in self._grid_outputs(grid):
+            for k in range(len(labels_host)):
                 image = images[start + k]
                 if tuple(image.shape) == tuple(self.input_size):
                     native = labels_host[k]
                 else:
                     grid_probs = probs[k].permute(1, 2, 0).cpu().numpy()
-                    native = _resample_labels(grid_probs, image.shape)
+                    native = resample_labels(grid_probs, image.shape)
                 results.append(Segmentation(labels=native, confidence=float(conf[k])))
         return results
+
+    @torch.inference_mode()
+    def segment_grid(
+        self, grid_images: np.ndarray, native_shapes: Sequence[tuple[int, int]]
+    ) -> GridSegmentation:
+        """Segment images already on the input grid (the GPU stage of a split run).
+
+        The same computation as :meth:`segment` without the resizing around it: the caller
+        brought the images to the grid (``to_grid``) and resamples the labels back (with
+        :func:`~echo_batch.model.preprocess.resample_labels` on ``probabilities``).
+
+        Args:
+            grid_images: ``(N, rows, cols)`` float16 or float32, normalised (see ``to_grid``);
+                float16 halves the transfer and is widened to float32 on the device.
+            native_shapes: ``(H, W)`` of each image before ``to_grid``.
+
+        Returns:
+            Labels and confidences on the grid, and the probabilities of the images whose
+            native shape differs from the grid, in the grid's dtype (float16 or float32).
+        """
+        n = len(grid_images)
+        labels = np.empty((n, *self.input_size), np.uint8)
+        confidence = np.empty(n, np.float32)
+        kept: dict[int, np.ndarray] = {}
+        dtype = torch.float16 if grid_images.dtype == np.float16 else torch.float32
+        for start, labels_host, conf, probs in self._grid_outputs(grid_images):
+            labels[start : start + len(labels_host)] = labels_host
+            confidence[start : start + len(labels_host)] = conf
+            for k in range(len(labels_host)):
+                if tuple(native_shapes[start + k]) != tuple(self.input_size):
+                    grid_probs = probs[k].permute(1, 2, 0).to(dtype)
+                    kept[start + k] = grid_probs.cpu().numpy()
+        return GridSegmentation(labels=labels, confidence=confidence, probabilities=kept)
+
+
+def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``(n, 1, rows, cols)`` grid images on ``device`` as float32, channels last.
+
+    float16 grids (a split run's transfer) are widened after the copy to the device, so the
+    host-to-device transfer stays half the size; float32 input is not copied again.
+    """
+    x = x.to(device).to(torch.float32)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _gpu_failure(error: RuntimeError) -> tuple[bool, str]:
@@ -304,14 +376,6 @@ def _gpu_failure(error: RuntimeError) -> tuple[bool, str]:
     if not oom and not any(tag in message for tag in ("CUDA", "cuDNN", "CUBLAS", "NCCL")):
         raise error
     return oom, (message.splitlines() or [type(error).__name__])[0][:160]
-
-
-def _resample_labels(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``(H, W)`` uint8 labels of ``(rows, cols, C)`` probabilities resized to ``shape``."""
-    h, w = int(shape[0]), int(shape[1])
-    if probs.shape[:2] != (h, w):
-        probs = cv2.resize(probs, (w, h), interpolation=cv2.INTER_LINEAR)
-    return probs.argmax(axis=-1).astype(np.uint8)
 
 
 def to_native(probs: np.ndarray, shape: tuple[int, ...]) -> Segmentation:
@@ -327,4 +391,4 @@ def to_native(probs: np.ndarray, shape: tuple[int, ...]) -> Segmentation:
     top = probs.max(axis=-1)
     heart = probs.argmax(axis=-1) > 0
     confidence = float(top[heart].mean()) if heart.any() else 0.0
-    return Segmentation(labels=_resample_labels(probs, shape), confidence=confidence)
+    return Segmentation(labels=resample_labels(probs, shape), confidence=confidence)

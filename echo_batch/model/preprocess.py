@@ -37,3 +37,24 @@ def normalise(image: np.ndarray) -> np.ndarray:
     mean = image.mean(axis=(-2, -1), keepdims=True)
     std = image.std(axis=(-2, -1), keepdims=True)
     return ((image - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+
+
+def resample_labels(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Labels on a native grid from class probabilities on the network grid.
+
+    The probabilities, not the labels, are resized (bilinear), so that thin structures survive
+    the round trip.
+
+    Args:
+        probs: ``(rows, cols, C)`` float32 or float16 class probabilities (C <= 4).
+        shape: native ``(H, W)``.
+
+    Returns:
+        ``(H, W)`` uint8 labels.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if probs.shape[:2] != (h, w):
+        if probs.dtype != np.float32:  # cv2.resize has no float16 kernel; widening is exact
+            probs = probs.astype(np.float32)
+        probs = cv2.resize(probs, (w, h), interpolation=cv2.INTER_LINEAR)
+    return probs.argmax(axis=-1).astype(np.uint8)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -66,7 +66,7 @@ from echo_batch.run.loops import (
     read_loop,
     summarise_beats,
 )
-from echo_batch.run.options import ChunkOptions
+from echo_batch.run.options import ChunkOptions, SimulatedDevice
 from echo_batch.store.records import ChunkResult, ImageRecord, PatientRecord
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ logger = logging.getLogger(__name__)
 GT_MODEL_ID = "gt"
 PATIENTS_PER_PASS = 16  # patients held in memory at once inside a chunk (CPU)
 FRAMES_PER_PASS = 512  # loop frames held in memory at once inside a chunk (a pass ends past it)
+SIMULATED_BATCH_SIZE = 16  # images per pass of a simulated device without a batch size
 
 
 @dataclass
@@ -117,7 +118,8 @@ def get_engine(options: ChunkOptions):
     """The process-wide engine for these settings: the model is loaded once per process.
 
     Only the engine settings form the cache key, so options that do not concern the model
-    (segmentation source, mask folder, CAMUS grid) never cause a reload.
+    (segmentation source, mask folder, CAMUS grid) never cause a reload. With
+    ``options.simulated_device`` the engine is a simulated device (tests, benchmarks).
     """
     return _cached_engine(
         options.model,
@@ -126,6 +128,7 @@ def get_engine(options: ChunkOptions):
         options.batch_size,
         options.threads,
         options.compile,
+        options.simulated_device,
     )
 
 
@@ -137,7 +140,12 @@ def _cached_engine(
     batch_size: int | None,
     threads: int | None,
     compile: bool,
+    simulated: SimulatedDevice | None = None,
 ):
+    if simulated is not None:
+        from echo_batch.model.simulated import SimulatedEngine
+
+        return SimulatedEngine(simulated, grid_size(model), batch_size or SIMULATED_BATCH_SIZE)
     from echo_batch.model.inference import SegmentationEngine
 
     return SegmentationEngine.from_path(
@@ -148,6 +156,19 @@ def _cached_engine(
         threads=threads,
         compile=compile,
     )
+
+
+@lru_cache(maxsize=4)
+def grid_size(model: Path | None) -> tuple[int, int]:
+    """``(rows, cols)`` of the network input of the bundle at ``model`` (None: the default
+    bundle), read from its metadata alone (no weights, no torch), once per process."""
+    import json
+
+    from echo_batch.model.bundle import DEFAULT_BUNDLE, METADATA_FILE
+
+    metadata = json.loads((Path(model or DEFAULT_BUNDLE) / METADATA_FILE).read_text("utf-8"))
+    rows, cols = metadata["input"]["size"]
+    return int(rows), int(cols)
 
 
 def model_id_for(options: ChunkOptions) -> str:
@@ -241,9 +262,11 @@ def _annotated_frames(work: _PatientWork) -> dict[View, tuple[int, int]]:
     return found
 
 
-def _segment(works: Sequence[_PatientWork], options: ChunkOptions, engine=None) -> None:
-    """Fill the masks (and confidences) of every loadable still and loop frame, batched across
-    patients: the frames of many loops share the engine's batches with the stills."""
+def segment_targets(
+    works: Sequence[_PatientWork],
+) -> tuple[list[_ImageWork], list[LoopWork]]:
+    """The loaded stills (and annotated stills) and loops of a pass, in the order their images
+    are segmented: the stills first, then every frame of each loop."""
     stills = [
         item
         for w in works
@@ -251,6 +274,13 @@ def _segment(works: Sequence[_PatientWork], options: ChunkOptions, engine=None) 
         if item.error is None and item.image is not None
     ]
     loops = [loop for w in works for loop in w.loops.values() if loop.frames is not None]
+    return stills, loops
+
+
+def _segment(works: Sequence[_PatientWork], options: ChunkOptions, engine=None) -> None:
+    """Fill the masks (and confidences) of every loadable still and loop frame, batched across
+    patients: the frames of many loops share the engine's batches with the stills."""
+    stills, loops = segment_targets(works)
     if options.segmentation == SegmentationSource.GT:
         for item in stills:
             item.mask = item.gt.array if item.gt is not None else None
@@ -265,14 +295,23 @@ def _segment(works: Sequence[_PatientWork], options: ChunkOptions, engine=None) 
     for loop in loops:
         inputs.extend(loop.frames.array)
     results = engine.segment(inputs)
-    for item, seg in zip(stills, results, strict=False):
-        item.mask, item.confidence = seg.labels, seg.confidence
+    set_masks(stills, loops, [s.labels for s in results], [s.confidence for s in results])
+
+
+def set_masks(
+    stills: Sequence[_ImageWork],
+    loops: Sequence[LoopWork],
+    labels: Sequence[np.ndarray],
+    confidences: Sequence[float],
+) -> None:
+    """Give each still and loop frame (in :func:`segment_targets` order) its native labels."""
+    for item, mask, confidence in zip(stills, labels, confidences, strict=False):
+        item.mask, item.confidence = mask, confidence
     start = len(stills)
     for loop in loops:
-        segs = results[start : start + loop.n_frames]
+        loop.masks = list(labels[start : start + loop.n_frames])
+        loop.confidences = list(confidences[start : start + loop.n_frames])
         start += loop.n_frames
-        loop.masks = [s.labels for s in segs]
-        loop.confidences = [s.confidence for s in segs]
 
 
 def _image_record(
@@ -536,7 +575,11 @@ def process_chunk(
     model_id: str | None = None,
     engine=None,
 ) -> ChunkResult:
-    """Process a chunk of patients end to end.
+    """Process a chunk of patients end to end: load, segment and measure, pass by pass.
+
+    The three stages are the ones a split run sends to different workers
+    (:mod:`echo_batch.run.stages`); here they run one after the other in this process, and the
+    engine brings the images to its grid itself.
 
     Args:
         refs: discovered patients.
@@ -554,21 +597,46 @@ def process_chunk(
     if options.segmentation == SegmentationSource.MODEL:
         engine = engine or get_engine(options)
     step = _patients_per_pass(options, engine)
+    patients = iter(refs)
+    while works := load_pass(patients, options, step, seconds):
+        t1 = time.perf_counter()
+        _segment(works, options, engine)
+        t2 = time.perf_counter()
+        measure_pass(works, options, model_id, result)
+        seconds["segment"] += t2 - t1
+        seconds["measure"] += time.perf_counter() - t2
+    result.seconds = seconds
+    return result
+
+
+def load_pass(
+    patients: Iterator[PatientRef],
+    options: ChunkOptions,
+    step: int,
+    seconds: dict[str, float],
+) -> list[_PatientWork]:
+    """Read the next pass of patients from ``patients`` (empty when none is left).
+
+    Memory is bounded by the pass, not by the chunk: a pass ends after ``step`` patients or once
+    its loops hold :data:`FRAMES_PER_PASS` frames, whatever the loops' lengths.
+
+    Args:
+        patients: the chunk's patients; those read are consumed.
+        options: segmentation source and frames mode.
+        step: patients per pass.
+        seconds: ``seconds["load"]`` grows by the reading time.
+    """
     need_gt = options.segmentation == SegmentationSource.GT
     works: list[_PatientWork] = []
-    # memory bounded by the pass, not by the chunk: a pass ends after `step` patients or once its
-    # loops hold FRAMES_PER_PASS frames, whatever the loops' lengths
-    for ref in refs:
+    frames = 0
+    for ref in patients:
         t0 = time.perf_counter()
         works.append(_load_patient(ref, need_gt, options.frames))
         seconds["load"] += time.perf_counter() - t0
-        if len(works) >= step or sum(w.n_frames for w in works) >= FRAMES_PER_PASS:
-            _process_pass(works, options, model_id, engine, result, seconds)
-            works = []
-    if works:
-        _process_pass(works, options, model_id, engine, result, seconds)
-    result.seconds = seconds
-    return result
+        frames += works[-1].n_frames
+        if len(works) >= step or frames >= FRAMES_PER_PASS:
+            break
+    return works
 
 
 def _patients_per_pass(options: ChunkOptions, engine=None) -> int:
@@ -577,22 +645,22 @@ def _patients_per_pass(options: ChunkOptions, engine=None) -> int:
     """
     if options.segmentation != SegmentationSource.MODEL or engine is None:
         return PATIENTS_PER_PASS
-    batch = int(getattr(engine, "batch_size", 1))
-    return max(PATIENTS_PER_PASS, -(-batch // len(IMAGE_KEYS)))
+    return patients_per_pass(int(getattr(engine, "batch_size", 1)))
 
 
-def _process_pass(
+def patients_per_pass(batch_size: int) -> int:
+    """At least :data:`PATIENTS_PER_PASS`, and enough patients (of four stills each) for one
+    full batch of ``batch_size`` images."""
+    return max(PATIENTS_PER_PASS, -(-batch_size // len(IMAGE_KEYS)))
+
+
+def measure_pass(
     works: list[_PatientWork],
     options: ChunkOptions,
     model_id: str,
-    engine,
     result: ChunkResult,
-    seconds: dict[str, float],
 ) -> None:
-    """Segment and measure a few loaded patients; append their records to ``result``."""
-    t1 = time.perf_counter()
-    _segment(works, options, engine)
-    t2 = time.perf_counter()
+    """Measure a few segmented patients; append their records to ``result``."""
     for work in works:
         frames: list = []
         try:
@@ -620,9 +688,6 @@ def _process_pass(
         result.patients.append(patient)
         result.images.extend(images)
         result.frames.extend(frames)
-    t3 = time.perf_counter()
-    seconds["segment"] += t2 - t1
-    seconds["measure"] += t3 - t2
 
 
 def _use_loops(work: _PatientWork, frames: list) -> BeatSummary | None:

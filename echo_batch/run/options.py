@@ -18,6 +18,21 @@ MASKS_DIR = "masks"  # OUT/masks/<patient>/<patient>_<VIEW>_<INSTANT>_pred.nii.g
 
 
 @dataclass(frozen=True)
+class SimulatedDevice:
+    """A simulated inference device (tests and benchmarks of the GPU stage; no CLI option).
+
+    Attributes:
+        batch_s: seconds per forward pass, slept with the GIL released.
+        image_s: seconds per image in a pass, slept.
+        log: JSON-lines file that receives one line per batch (None: not logged).
+    """
+
+    batch_s: float = 0.0
+    image_s: float = 0.0
+    log: Path | None = None
+
+
+@dataclass(frozen=True)
 class ChunkOptions:
     """How a chunk is processed.
 
@@ -38,6 +53,9 @@ class ChunkOptions:
             CAMUS reference on down-sampled images such as CAMUS-224).
         frames: which frames are measured: the annotated ED/ES (stills, cfg frame indices into a
             loop), ED/ES detected from the loops, or ``auto`` (annotated where present).
+        simulated_device: when set, the engine is :class:`echo_batch.model.simulated.
+            SimulatedEngine` on this simulated device instead of the network (tests and
+            benchmarks of the GPU stage on machines without one; the CLI never sets it).
     """
 
     segmentation: SegmentationSource = SegmentationSource.MODEL
@@ -50,6 +68,7 @@ class ChunkOptions:
     save_masks_to: Path | None = None
     camus_grid_mm: float | None = None
     frames: FramesMode = FramesMode.AUTO
+    simulated_device: SimulatedDevice | None = None
 
     def __post_init__(self) -> None:
         # plain strings (tests, Prefect parameters, older callers) become the enums
@@ -57,6 +76,8 @@ class ChunkOptions:
         object.__setattr__(self, "device", Device(self.device))
         object.__setattr__(self, "precision", Precision(self.precision))
         object.__setattr__(self, "frames", FramesMode(self.frames))
+        if isinstance(self.simulated_device, dict):  # a mapping from a deployment or JSON
+            object.__setattr__(self, "simulated_device", SimulatedDevice(**self.simulated_device))
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.camus_grid_mm is not None and not self.camus_grid_mm > 0:
