@@ -621,6 +621,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"(flat within 1.2x: {perf_table.yes_no(g['memory_flat'])}; time within 1.05x per "
             f"patient: {perf_table.yes_no(g['time_linear'])}).",
         ]
+    for r in result["runs"]:
+        if "dicom" in r:
+            d = r["dicom"]
+            same_ids = perf_table.yes_no(d["patient_ids_are_the_manifests"])
+            lines += [
+                "",
+                f"DICOM, {r['patients']:,} patients: status {r['status']}; frames rows "
+                f"{r['rows'].get('frames', 0):,} of {d['expected_frames']:,} frames in the "
+                f"files; patient ids the manifest's: {same_ids}; header name or birth date in "
+                f"an output file: {', '.join(d['identity_in_outputs']) or 'none'}.",
+            ]
     for seg, w in result.get("per_worker", {}).items():
         lines += [
             "",
