@@ -17,7 +17,6 @@ holding rows of other settings) ends the run with a Failed state carrying the
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -44,10 +43,18 @@ from echo_batch.run.cluster import (
     take_cluster,
 )
 from echo_batch.run.cohort import CohortRun, Progress, preflight
+from echo_batch.run.gpu_stage import (
+    Chain,
+    FusedChunks,
+    SplitChunks,
+    split_chunk_size,
+    worker_kinds,
+)
 from echo_batch.run.options import RunOptions
 from flows.report_process import write_report_in_child
 
 IN_FLIGHT_PER_THREAD = 2  # chunks submitted per worker thread while no chunk has failed
+DEVICE_POLL_S = 0.5  # split runs: the flow looks at the stages and the GPU workers this often
 
 
 @task(name="record-chunk", cache_policy=NO_CACHE)
@@ -111,15 +118,15 @@ def _cohort_ef(options: RunOptions, progress: Progress | None) -> dict[str, Any]
             t0 = time.perf_counter()
             client, cluster, seconds["cluster_start"] = cluster_future.result()
             seconds["cluster_wait"] = time.perf_counter() - t0
-            n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-            wanted = options.chunk_size or auto_chunk_size(len(todo), n_workers)
-            size = balanced_chunk_size(len(todo), wanted, n_workers)
-            chunks = chunked(todo, size) if todo else []
             # the cluster closes in the background while the results are compacted and reported
             t0 = time.perf_counter()
+            size = None
             try:
+                submitter = _submitter(client, options.chunk_options(threads=1), run.model_id)
+                size = _chunk_size(client, submitter, len(todo), options)
+                chunks = chunked(todo, size) if todo else []
                 if chunks:
-                    counts = _run_chunks(client, chunks, run, seconds, progress)
+                    counts = _run_chunks(submitter, chunks, run, seconds, progress)
             finally:
                 seconds["chunks_wall"] = time.perf_counter() - t0
                 closing.append(in_background("dask-close", close_cluster, client, cluster))
@@ -149,7 +156,29 @@ def _failed_chunk(refs: Sequence[PatientRef], error: str, model_id: str) -> Chun
     )
 
 
-def _run_chunks(client, chunks, run: CohortRun, seconds, progress) -> Counter[str]:
+def _chunk_size(client, submitter, n_patients: int, options: RunOptions) -> int:
+    """Patients per chunk: automatic (about 8 chunks per worker) or ``--chunk-size``, balanced;
+    a split run's chunks are one pass each, two per CPU thread at least."""
+    if submitter.split:
+        n_workers = max(1, submitter.cpu_threads)
+        wanted = split_chunk_size(n_patients, options.chunk_size, options.chunk, n_workers)
+    else:
+        n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        wanted = options.chunk_size or auto_chunk_size(n_patients, n_workers)
+    return balanced_chunk_size(n_patients, wanted, n_workers)
+
+
+def _submitter(client, chunk_options, model_id: str) -> FusedChunks | SplitChunks:
+    """Three tasks per chunk when the model runs on a cluster with GPU and CPU workers (only
+    the inference requests ``GPU=1``); else one fused ``process_chunk`` task per chunk, with
+    ``GPU=1`` when the model runs on GPU workers."""
+    resources = chunk_resources(client, chunk_options.device, chunk_options.segmentation)
+    if resources is not None and worker_kinds(client)[1]:
+        return SplitChunks(client, chunk_options, model_id)
+    return FusedChunks(client, process_chunk, chunk_options, model_id, resources)
+
+
+def _run_chunks(submitter, chunks, run: CohortRun, seconds, progress) -> Counter[str]:
     """Submit the chunks to Dask and record each as it finishes.
 
     Two chunks per worker thread are in flight until the first chunk fails: the second waits on
@@ -170,37 +199,24 @@ def _run_chunks(client, chunks, run: CohortRun, seconds, progress) -> Counter[st
 
     logger = get_run_logger()
     options = run.options
-    chunk_options = options.chunk_options(threads=1)
-    resources = chunk_resources(client, chunk_options.device, chunk_options.segmentation)
     # chunk index and patients; None: the patients of chunks[index], taken (and for a
     # PatientRefs cohort: still compressed) only when the chunk is submitted
     waiting: deque[tuple[int, Sequence[PatientRef] | None]] = deque(
         (index, None) for index in range(len(chunks))
     )
-    in_flight: dict[
-        Any, tuple[int, list[PatientRef], float]
-    ] = {}  # future -> index, refs, deadline
+    in_flight: dict[Chain, tuple[int, list[PatientRef], float]] = {}  # index, refs, deadline
     next_index = len(chunks)
     counts: Counter[str] = Counter()
     depth = [IN_FLIGHT_PER_THREAD]  # chunks in flight per worker thread; 1 after a failure
 
     def top_up() -> None:
-        slots = max(1, sum(client.nthreads().values())) * depth[0]
-        while waiting and len(in_flight) < slots:
+        while waiting and submitter.has_room(list(in_flight), depth[0]):
             index, refs = waiting.popleft()
             if refs is None:
                 refs = chunks[index]
-            future = client.submit(
-                process_chunk,
-                refs,
-                chunk_options,
-                run.model_id,
-                resources=resources,
-                pure=False,
-                key=f"chunk-{index:05d}-{os.getpid()}-{time.time_ns()}",
-            )
+            chain = submitter.submit(index, refs)
             deadline = time.monotonic() + options.chunk_timeout_s * depth[0]
-            in_flight[future] = (index, refs, deadline)
+            in_flight[chain] = (index, refs, deadline)
 
     writes: list = []  # Prefect futures of record-chunk tasks, in submission order
 
@@ -227,13 +243,13 @@ def _run_chunks(client, chunks, run: CohortRun, seconds, progress) -> Counter[st
         if progress is not None:
             progress.advance(n)
 
-    def finished(future, index: int, refs: list[PatientRef]) -> None:
+    def finished(chain: Chain, index: int, refs: list[PatientRef]) -> None:
         nonlocal next_index
         try:
-            result = future.result()
+            result = chain.final.result()
         except Exception as exc:  # a dead or failing worker fails its chunk, not the run
             error = f"chunk failed on the cluster: {type(exc).__name__}: {exc}"
-            future.release()
+            chain.release()
             depth[0] = 1
             if len(refs) > 1:
                 logger.warning(
@@ -252,26 +268,37 @@ def _run_chunks(client, chunks, run: CohortRun, seconds, progress) -> Counter[st
                 return
             result = _failed_chunk(refs, error, run.model_id)
         else:
-            future.release()
+            chain.release()
+        if len(result.patients) < len(refs):  # a split chunk reads one pass: the rest goes again
+            waiting.appendleft((next_index, list(refs)[len(result.patients) :]))
+            next_index += 1
         top_up()  # the freed worker gets its next chunk before this one is recorded
-        record(result, index, len(refs))
+        record(result, index, len(result.patients))
 
     top_up()
     while in_flight:
         earliest = min(deadline for _, _, deadline in in_flight.values())
+        timeout = max(0.0, earliest - time.monotonic())
+        if submitter.split:  # wake for each stage (backpressure) and to notice a lost GPU
+            timeout = min(timeout, DEVICE_POLL_S)
         with contextlib.suppress(TimeoutError):  # a deadline passed: handled below
             wait(
-                list(in_flight),
-                timeout=max(0.0, earliest - time.monotonic()),
+                [chain.frontier() for chain in in_flight],
+                timeout=timeout,
                 return_when="FIRST_COMPLETED",
             )
-        for future in [f for f in in_flight if f.done()]:
-            index, refs, _ = in_flight.pop(future)
-            finished(future, index, refs)
+        for chain in submitter.check_devices(list(in_flight)):  # its CPU workers are gone
+            index, refs, _ = in_flight.pop(chain)
+            chain.cancel()
+            logger.warning("chunk %d lost every worker it could run on; sending it again", index)
+            waiting.appendleft((index, refs))
+        for chain in [c for c in in_flight if c.final.done()]:
+            index, refs, _ = in_flight.pop(chain)
+            finished(chain, index, refs)
         now = time.monotonic()
-        for future in [f for f, (_, _, deadline) in in_flight.items() if deadline <= now]:
-            index, refs, _ = in_flight.pop(future)
-            future.cancel()
+        for chain in [c for c, (_, _, deadline) in in_flight.items() if deadline <= now]:
+            index, refs, _ = in_flight.pop(chain)
+            chain.cancel()
             depth[0] = 1  # a worker thread may be stuck in it: queue nothing more behind it
             logger.warning(
                 "chunk %d (%s .. %s) did not finish in time; its patients are recorded as "
@@ -282,6 +309,6 @@ def _run_chunks(client, chunks, run: CohortRun, seconds, progress) -> Counter[st
             )
             error = f"chunk timed out on the cluster (limit {options.chunk_timeout_s:g} s)"
             record(_failed_chunk(refs, error, run.model_id), index, len(refs))
-            top_up()
+        top_up()
     collect(block=True)
     return counts
