@@ -291,6 +291,14 @@ def run(
             "annotated ones recorded beside), auto (annotated where present)."
         ),
     ] = FramesMode.AUTO,
+    uncertainty: Annotated[
+        bool,
+        typer.Option(
+            "--uncertainty",
+            help="Segment every image on 5 test-time variants (5x the network's work): EF from "
+            "their mean, and its SD between them (ef_pct_sd, ef_camus_pct_sd). Model only.",
+        ),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -332,6 +340,10 @@ def run(
     from echo_batch.run.options import ChunkOptions, RunOptions
 
     _setup_logging(verbose)
+    if uncertainty and segmentation != SegmentationSource.MODEL:
+        raise typer.BadParameter(
+            "needs the model's segmentation (--segmentation model)", param_hint="--uncertainty"
+        )
     options = RunOptions(
         data=data,
         out=out,
@@ -344,6 +356,7 @@ def run(
             camus_grid_mm=camus_grid_mm,
             compile=compile_model,
             frames=frames,
+            uncertainty=uncertainty,
         ),
         chunk_size=chunk_size,
         workers=workers,

@@ -171,9 +171,10 @@ def _chunk_size(client, submitter, n_patients: int, options: RunOptions) -> int:
 def _submitter(client, chunk_options, model_id: str) -> FusedChunks | SplitChunks:
     """Three tasks per chunk when the model runs on a cluster with GPU and CPU workers (only
     the inference requests ``GPU=1``); else one fused ``process_chunk`` task per chunk, with
-    ``GPU=1`` when the model runs on GPU workers."""
+    ``GPU=1`` when the model runs on GPU workers. ``--uncertainty`` runs fused: its ensemble
+    segments native images (no grid-stack stage yet)."""
     resources = chunk_resources(client, chunk_options.device, chunk_options.segmentation)
-    if resources is not None and worker_kinds(client)[1]:
+    if resources is not None and worker_kinds(client)[1] and not chunk_options.uncertainty:
         return SplitChunks(client, chunk_options, model_id)
     return FusedChunks(client, process_chunk, chunk_options, model_id, resources)
 

@@ -66,6 +66,7 @@ from echo_batch.run.loops import (
     read_loop,
     summarise_beats,
 )
+from echo_batch.run.members import member_spread
 from echo_batch.run.options import ChunkOptions, SimulatedDevice
 from echo_batch.store.records import ChunkResult, ImageRecord, PatientRecord
 
@@ -88,6 +89,7 @@ class _ImageWork:
     confidence: float | None = None
     error: str | None = None
     frame: int | None = None  # the loop frame this image was taken from (None for a still)
+    members: tuple[np.ndarray, ...] = ()  # each ensemble member's labels (--uncertainty)
     gt_lv_only: bool = False  # the expert mask traces the LV cavity only (EchoNet's tracings)
 
 
@@ -121,7 +123,7 @@ def get_engine(options: ChunkOptions):
     (segmentation source, mask folder, CAMUS grid) never cause a reload. With
     ``options.simulated_device`` the engine is a simulated device (tests, benchmarks).
     """
-    return _cached_engine(
+    engine = _cached_engine(
         options.model,
         options.device,
         options.precision,
@@ -130,6 +132,15 @@ def get_engine(options: ChunkOptions):
         options.compile,
         options.simulated_device,
     )
+    return _ensemble_of(engine) if options.uncertainty else engine
+
+
+@lru_cache(maxsize=2)
+def _ensemble_of(engine):
+    """The test-time-variant ensemble around the process-wide engine (``--uncertainty``)."""
+    from echo_batch.model.ensemble import VariantEngine
+
+    return VariantEngine(engine)
 
 
 @lru_cache(maxsize=2)
@@ -296,6 +307,14 @@ def _segment(works: Sequence[_PatientWork], options: ChunkOptions, engine=None) 
         inputs.extend(loop.frames.array)
     results = engine.segment(inputs)
     set_masks(stills, loops, [s.labels for s in results], [s.confidence for s in results])
+    members = [getattr(s, "members", ()) for s in results]
+    if any(members):  # an ensemble: each member's labels too
+        for item, maps in zip(stills, members, strict=False):
+            item.members = maps
+        start = len(stills)
+        for loop in loops:
+            loop.members = members[start : start + loop.n_frames]
+            start += loop.n_frames
 
 
 def set_masks(
@@ -672,6 +691,7 @@ def measure_pass(
                 save_masks(work, options.save_masks_to)
             patient, images = _patient_record(work, options, model_id)
             patient = _with_frames_columns(patient, work, summary)
+            patient, images = _with_member_spread(patient, images, work, options)
             patient, images = _apply_spacing(patient, images, work)
         except Exception as exc:  # one patient never takes the chunk down
             logger.exception("%s: measurement failed", work.ref.patient_id)
@@ -736,6 +756,7 @@ def _use_loops(work: _PatientWork, frames: list) -> BeatSummary | None:
                 mask=loop.masks[index],
                 confidence=loop.confidences[index],
                 frame=index,
+                members=loop.members[index] if loop.members else (),
             )
     if work.frames_source == FramesSource.DETECTED and not work.annotated and annotated:
         geometries = {  # the cfg's annotated loop frames, measured for the comparison
@@ -746,6 +767,41 @@ def _use_loops(work: _PatientWork, frames: list) -> BeatSummary | None:
         }
         work.annotated_ef = _ef_of(geometries)
     return summary
+
+
+def _with_member_spread(
+    patient: PatientRecord, images: list[ImageRecord], work: _PatientWork, options: ChunkOptions
+) -> tuple[PatientRecord, list[ImageRecord]]:
+    """The rows with the members' spread (``--uncertainty``); unchanged without members."""
+    members = {
+        key: item.members
+        for key, item in work.images.items()
+        if item.members and item.mask is not None and item.image is not None
+    }
+    if not members:
+        return patient, images
+    spacings = {key: work.images[key].image.spacing for key in members}
+
+    def camus_ef(masks, spacings_of):
+        found = _camus_ef(masks, spacings_of, options.camus_grid_mm)
+        return float(found.ef_pct) if isinstance(found, CamusResult) else None
+
+    spread = member_spread(members, spacings, camus_ef)
+    patient = dataclasses.replace(
+        patient,
+        ef_pct_sd=spread.ef_pct_sd,
+        ef_camus_pct_sd=spread.ef_camus_pct_sd,
+        n_members=spread.n_members,
+    )
+    images = [
+        dataclasses.replace(record, lv_dice_members=spread.lv_dice.get(_key_of(record)))
+        for record in images
+    ]
+    return patient, images
+
+
+def _key_of(record: ImageRecord) -> ImageKey:
+    return ImageKey(View(record.view), Instant(record.instant))
 
 
 def _ef_of(geometries: dict[ImageKey, ViewGeometry | GeometryFailure]) -> float | None:

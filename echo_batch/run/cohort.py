@@ -21,7 +21,7 @@ from echo_batch.domain import SegmentationSource
 from echo_batch.io.discovery import Manifest, discover, validate_root
 from echo_batch.io.patient_refs import PatientRefs
 from echo_batch.run.chunk import GT_MODEL_ID, ChunkResult, model_id_for
-from echo_batch.run.options import ChunkOptions, RunOptions
+from echo_batch.run.options import UNCERTAINTY_METHOD, ChunkOptions, RunOptions
 from echo_batch.run.record import run_record
 from echo_batch.store.parts import OutputStore, measure_config
 
@@ -76,7 +76,10 @@ def preflight(options: RunOptions) -> str:
 
 def run_config(options: RunOptions, model_id: str) -> str:
     """The measurement settings every row of this run is stamped with (resume compares them)."""
-    return measure_config(model_id, options.chunk.camus_grid_mm, frames=options.chunk.frames.value)
+    extra = {"uncertainty": UNCERTAINTY_METHOD} if options.chunk.uncertainty else {}
+    return measure_config(
+        model_id, options.chunk.camus_grid_mm, frames=options.chunk.frames.value, **extra
+    )
 
 
 @dataclass

@@ -51,6 +51,7 @@ class LoopWork:
         gt: the decoded per-frame expert label maps, ``(T, H, W)`` uint8.
         masks: per frame, the ``(H, W)`` label map that is measured.
         confidences: per frame, the model's confidence (None for expert masks).
+        members: per frame, each ensemble member's label map (``--uncertainty``), else None.
         error: why the loop could not be used.
         spacing_source: where the loop's spacing came from (``NONE``: measured on
             :data:`NOMINAL_SPACING`, no length, area or volume is reported).
@@ -67,6 +68,7 @@ class LoopWork:
     gt: EchoSequence | None = None
     masks: list[np.ndarray] | None = None
     confidences: list[float | None] = field(default_factory=list)
+    members: list[tuple[np.ndarray, ...]] | None = None
     error: str | None = None
     spacing_source: SpacingSource = SpacingSource.HEADER
     spacing_problem: str | None = None

@@ -17,6 +17,11 @@ from echo_batch.domain import Device, FramesMode, Precision, SegmentationSource
 MASKS_DIR = "masks"  # OUT/masks/<patient>/<patient>_<VIEW>_<INSTANT>_pred.nii.gz
 
 
+UNCERTAINTY_METHOD = "test-time-variants-5"
+"""What ``--uncertainty`` runs, as recorded in each row's ``measure_config`` (a run with another
+method, or without, does not resume from these rows)."""
+
+
 @dataclass(frozen=True)
 class SimulatedDevice:
     """A simulated inference device (tests and benchmarks of the GPU stage; no CLI option).
@@ -53,6 +58,10 @@ class ChunkOptions:
             CAMUS reference on down-sampled images such as CAMUS-224).
         frames: which frames are measured: the annotated ED/ES (stills, cfg frame indices into a
             loop), ED/ES detected from the loops, or ``auto`` (annotated where present).
+        uncertainty: segment every image with the ensemble of test-time variants
+            (:data:`echo_batch.model.ensemble.DEFAULT_VARIANTS`, one forward pass each): the
+            labels come from the members' mean probabilities, and every patient gets the SD of
+            its EFs between the members (``ef_pct_sd``, ``ef_camus_pct_sd``). Model only.
         simulated_device: when set, the engine is :class:`echo_batch.model.simulated.
             SimulatedEngine` on this simulated device instead of the network (tests and
             benchmarks of the GPU stage on machines without one; the CLI never sets it).
@@ -69,6 +78,7 @@ class ChunkOptions:
     camus_grid_mm: float | None = None
     frames: FramesMode = FramesMode.AUTO
     simulated_device: SimulatedDevice | None = None
+    uncertainty: bool = False
 
     def __post_init__(self) -> None:
         # plain strings (tests, Prefect parameters, older callers) become the enums
@@ -80,6 +90,8 @@ class ChunkOptions:
             object.__setattr__(self, "simulated_device", SimulatedDevice(**self.simulated_device))
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.uncertainty and self.segmentation != SegmentationSource.MODEL:
+            raise ValueError("--uncertainty needs the model's segmentation (--segmentation model)")
         if self.camus_grid_mm is not None and not self.camus_grid_mm > 0:
             raise ValueError(f"CAMUS grid must be > 0 mm, got {self.camus_grid_mm}")
 

@@ -1,0 +1,73 @@
+"""A run with --uncertainty on the bundled sample: the SD columns, provenance and report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from echo_batch.cli import app
+from echo_batch.io.discovery import discover
+from echo_batch.report import write_report
+from echo_batch.run.cohort import run_config
+from echo_batch.run.options import ChunkOptions, RunOptions
+from echo_batch.run.serial import run_cohort
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camus224-test"
+N_PATIENTS = 8  # the report ranks SDs from 8 patients on
+
+
+@pytest.fixture(scope="module")
+def uncertain_out(tmp_path_factory) -> Path:
+    manifest = discover(SAMPLE)
+    manifest = dataclasses.replace(manifest, patients=manifest.patients[:N_PATIENTS])
+    out = tmp_path_factory.mktemp("uncertain")
+    chunk = ChunkOptions(device="cpu", precision="fp32", uncertainty=True)
+    run_cohort(RunOptions(SAMPLE, out, chunk, report=False), manifest=manifest)
+    return out
+
+
+def test_every_patient_gets_the_members_spread(uncertain_out):
+    patients = pd.read_parquet(uncertain_out / "patients.parquet")
+    images = pd.read_parquet(uncertain_out / "images.parquet")
+    assert len(patients) == N_PATIENTS
+    assert (patients.status == "ok").all()
+    assert (patients.n_members == 5).all()
+    assert patients.ef_pct_sd.notna().all() and (patients.ef_pct_sd >= 0).all()
+    assert patients.ef_camus_pct_sd.notna().all()
+    assert patients.ef_pct_sd.max() > 0  # the variants do move the contours
+    assert images.lv_dice_members.between(0.5, 1.0).all()
+    config = json.loads(patients.measure_config.iloc[0])
+    assert config["uncertainty"] == "test-time-variants-5"
+
+
+def test_the_report_shows_error_against_uncertainty(uncertain_out):
+    index = write_report(uncertain_out, worst=2)
+    text = index.read_text(encoding="utf-8")
+    assert 'id="uncertainty"' in text
+    assert "plots/uncertainty.png" in text
+    summary = json.loads((uncertain_out / "report" / "summary.json").read_text())
+    ranking = summary["uncertainty"]["comparisons"]["ef_camus_vs_cfg"]
+    assert ranking["n"] == N_PATIENTS
+
+
+def test_rows_with_and_without_uncertainty_never_mix():
+    plain = RunOptions(SAMPLE, Path("/tmp/x"), ChunkOptions())
+    with_sd = RunOptions(SAMPLE, Path("/tmp/x"), ChunkOptions(uncertainty=True))
+    assert "uncertainty" not in run_config(plain, "m")  # older outputs keep resuming
+    assert run_config(plain, "m") != run_config(with_sd, "m")
+
+
+def test_uncertainty_needs_the_model(tmp_path):
+    with pytest.raises(ValueError, match="--uncertainty"):
+        ChunkOptions(segmentation="gt", uncertainty=True)
+    result = CliRunner().invoke(
+        app,
+        ["run", str(SAMPLE), "--out", str(tmp_path / "o"), "--segmentation", "gt", "--uncertainty"],
+    )
+    assert result.exit_code == 2
+    assert "--uncertainty" in result.output
