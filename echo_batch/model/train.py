@@ -142,14 +142,14 @@ def _lr_factor(step: int, steps_per_epoch: int, total: int) -> float:
 
 
 def _precision(device: torch.device, precision: str) -> str:
-    """``auto``: bf16 where the device computes it natively, else fp32."""
+    """``auto``: the engine's choice (bf16 where the device computes it natively), except that
+    training takes fp32 where that choice is fp16 (no loss scaling here)."""
     if precision != "auto":
         return precision
-    from echo_batch.model.inference import cpu_supports_bf16
+    from echo_batch.model.inference import resolve_precision
 
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_supports_bf16() else "fp32"
+    chosen = resolve_precision(device, "auto")
+    return "fp32" if chosen == "fp16" else chosen
 
 
 def device_name_of(device: torch.device) -> str:
