@@ -188,6 +188,8 @@ def test_device_bound_the_device_is_busy_and_never_runs_two_batches(
     assert sum(b["images"] for b in batches) == IMAGES
     assert len({b["pid"] for b in batches}) == 1  # one device, one process
     assert overlapping(batches) == []
+    fill = sum(b["images"] for b in batches) / (BATCH * len(batches))
+    print(f"device-bound: busy {busy_fraction(batches):.3f}, batch fill {fill:.2f}")
     assert busy_fraction(batches) >= 0.85, busy_fraction(batches)
     bound = gpu_stage.WAITING_PER_GPU + CPU_WORKERS * IN_FLIGHT_PER_THREAD
     assert _max_waiting(stream) <= bound
@@ -207,6 +209,7 @@ def test_cpu_bound_end_to_end_reaches_the_cpu_ceiling(cohort, cluster, ceiling, 
         walls.append(record["seconds"]["chunks_wall"])
         if ceiling["wall"] / min(walls) >= 0.8:
             break
+    print(f"CPU-bound: {ceiling['wall'] / min(walls):.2f}x the ceiling ({ceiling['wall']:.2f} s)")
     assert ceiling["wall"] / min(walls) >= 0.8, (ceiling["wall"], walls)
 
 

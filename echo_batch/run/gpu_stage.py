@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 WAITING_PER_GPU = 3
 """Loaded chunks waiting for inference per GPU worker (one running, the next ones' grids already
 fetched by the worker); each holds one pass of native images on a CPU worker."""
+GRID_PRIORITY = 100  # Dask priority of the grid_of tasks (others: 0)
 GPU_LOSS_GRACE_S = 5.0
 """Seconds without any GPU worker before inference falls back to the CPU workers (a nanny
 restarts a killed worker within about 2 s here)."""
@@ -206,19 +207,29 @@ class SplitChunks:
         loaded = self.client.submit(
             load_chunk, refs, self.options, key=_key("load", index), **on_cpu
         )
-        grid = self.client.submit(grid_of, loaded, key=_key("grid", index), **on_cpu)
+        # first among the ready tasks of its worker: a grid queued behind measurements held
+        # back the device and then those measurements (CPU-bound run: 0.44x the ceiling)
+        grid = self.client.submit(
+            grid_of, loaded, key=_key("grid", index), priority=GRID_PRIORITY, **on_cpu
+        )
         labels = self._infer(index, grid, self.options)
         measured = self._measure(index, loaded, labels)
         stages = {"load": loaded, "grid": grid, "infer": labels, "measure": measured}
         return Chain(stages, cpu=frozenset(self.cpu))
 
     def has_room(self, chains: Sequence[Chain], depth: int) -> bool:
-        """Room for one more chunk: fewer than ``depth`` loads per CPU thread in flight and
-        fewer than :data:`WAITING_PER_GPU` loaded chunks waiting per GPU worker."""
+        """Room for one more chunk: fewer than ``depth`` loads per CPU thread in flight, fewer
+        than :data:`WAITING_PER_GPU` loaded chunks waiting per GPU worker, and fewer chunks in
+        flight than those two bounds plus one being measured per CPU thread."""
         loading = sum(not c.done("load") for c in chains)
         waiting = sum(c.done("load") and not c.done("infer") for c in chains)
         gpus = 1 if self.on_cpu else max(1, len(self.gpu))
-        return loading < max(1, self.cpu_threads) * depth and waiting < WAITING_PER_GPU * gpus
+        loads, waits = max(1, self.cpu_threads) * depth, WAITING_PER_GPU * gpus
+        return (
+            loading < loads
+            and waiting < waits
+            and len(chains) < loads + waits + max(1, self.cpu_threads)  # + those measured
+        )
 
     def check_devices(self, chains: Sequence[Chain]) -> list[Chain]:
         """Follow the cluster's workers; returns the chains to send again.
