@@ -104,7 +104,9 @@ def _cohort_ef(options: RunOptions, progress: Progress | None) -> dict[str, Any]
     try:
         with CohortRun.open(options, model_id) as run:
             # the cluster starts (and its workers import their modules) while discovery runs
-            cluster_future = take_cluster(options.dask_address, options.workers, segmentation)
+            cluster_future = take_cluster(
+                options.dask_address, options.workers, segmentation, options.chunk.device
+            )
             try:
                 todo = run.plan()
                 if progress is not None:
