@@ -284,10 +284,7 @@ def _run_chunks(submitter, chunks, run: CohortRun, seconds, progress) -> Counter
         timeout = max(0.0, earliest - time.monotonic())
         if submitter.split:  # wake for each stage (backpressure) and to notice a lost GPU
             timeout = min(timeout, DEVICE_POLL_S)
-        # distributed.wait uses the process's default client: with two clients in the process
-        # (a prestarted cluster no run took, finishing its start-up after this run's) it waited
-        # on the other client's event loop and raised "bound to a different event loop"
-        with submitter.client.as_current(), contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError):  # a deadline passed: handled below
             wait(
                 [chain.frontier() for chain in in_flight],
                 timeout=timeout,
