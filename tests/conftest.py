@@ -1,4 +1,5 @@
-"""Shared fixtures: locations of the real CAMUS data (bundled sample and ../shared)."""
+"""Shared fixtures: locations of the real CAMUS data (bundled sample and ../shared), and a Prefect
+API for the tests that run the flow."""
 
 from __future__ import annotations
 
@@ -40,3 +41,14 @@ def real_sample(request: pytest.FixtureRequest) -> tuple[Path, list[str]]:
     if only is not None:
         ids = [pid for pid in ids if pid in set(only)]
     return root, ids
+
+
+@pytest.fixture(scope="module")
+def api_url():
+    """One temporary Prefect API for a test module that runs the flow (in process or as CLI
+    children): one server start per module, not per run. Yields its URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()

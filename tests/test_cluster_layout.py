@@ -73,7 +73,7 @@ def test_this_machine_has_no_cuda():
     """The CPU build of torch answers without CUDA (so the suite's clusters stay all-CPU)."""
     torch = pytest.importorskip("torch")
     if torch.version.cuda is not None:
-        pytest.skip("a CUDA build of torch")
+        pytest.skip("torch here is a CUDA build; this checks the CPU build the suite installs")
     assert cluster.cuda_visible() is False
 
 

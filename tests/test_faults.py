@@ -96,16 +96,6 @@ pq.write_table = write_table
 
 
 @pytest.fixture(scope="module")
-def api_url():
-    """One Prefect API for every CLI child of this module (saves a server start per run)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
-
-
-@pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     return synth_cohort(tmp_path_factory.mktemp("faults") / "data", N_PATIENTS, seed=5, max_side=96)
 

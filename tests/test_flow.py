@@ -18,16 +18,8 @@ from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.serial import run_cohort
 from echo_batch.synth import synth_cohort
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("api_url")]
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camus224-test"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")

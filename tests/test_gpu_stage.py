@@ -28,20 +28,12 @@ from echo_batch.run.options import ChunkOptions, RunOptions, SimulatedDevice
 from echo_batch.run.serial import run_cohort
 from echo_batch.synth import synth_cohort
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("api_url")]
 
 N_PATIENTS = 12
 IMAGES = 4 * N_PATIENTS  # four stills per synthetic patient
 BATCH = 16
 CPU_WORKERS = 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")

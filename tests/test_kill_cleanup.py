@@ -62,15 +62,6 @@ compaction._Buckets.read = read
 
 
 @pytest.fixture(scope="module")
-def api_url():
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
-
-
-@pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     return synth_cohort(tmp_path_factory.mktemp("kill") / "data", N_PATIENTS, seed=9, max_side=64)
 
