@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from echo_batch.domain import SegmentationSource
 from echo_batch.io.discovery import discover
+from echo_batch.model.ensemble import VariantEngine
 from echo_batch.model.inference import Segmentation, SegmentationEngine, to_native
 from echo_batch.model.preprocess import to_grid
-from echo_batch.model.tta import Variant, apply, invert
+from echo_batch.model.tta import Variant
 from echo_batch.run.chunk import model_id_for, process_chunk
 from echo_batch.run.options import ChunkOptions
 
@@ -54,26 +54,22 @@ class _CachedVariants:
     """Grid probabilities of every candidate for every image seen, computed once per image."""
 
     def __init__(self, engine: SegmentationEngine, used: list[int]) -> None:
-        self.engine = engine
         self.used = used  # indices into CANDIDATES that are computed
+        self.members = VariantEngine(engine, [CANDIDATES[k] for k in used])
         self.cache: dict[str, dict[int, np.ndarray]] = {}  # image digest -> (H, W, C) per index
-        self.seconds: dict[str, float] = {CANDIDATES[k].name: 0.0 for k in used}
+        self.seconds = 0.0  # inference of every used candidate
 
     def probs(self, images: list[np.ndarray]) -> list[dict[int, np.ndarray]]:
         todo = [i for i, img in enumerate(images) if _digest(img) not in self.cache]
         if todo:
-            grid = np.stack([to_grid(images[i], self.engine.input_size) for i in todo])
-            per_variant = {}
-            for index in self.used:
-                variant = CANDIDATES[index]
-                t0 = time.perf_counter()
-                varied = apply(torch.from_numpy(grid)[:, None], variant)[:, 0].numpy()
-                probs = torch.from_numpy(self.engine.probabilities(np.ascontiguousarray(varied)))
-                back = invert(probs.permute(0, 3, 1, 2), variant).permute(0, 2, 3, 1)
-                per_variant[index] = back.numpy()
-                self.seconds[variant.name] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            grid = np.stack([to_grid(images[i], self.members.input_size) for i in todo])
+            per_variant = self.members.member_probabilities(grid)  # (M, N, H, W, C)
+            self.seconds += time.perf_counter() - t0
             for k, i in enumerate(todo):
-                self.cache[_digest(images[i])] = {j: p[k] for j, p in per_variant.items()}
+                self.cache[_digest(images[i])] = {
+                    j: per_variant[m, k] for m, j in enumerate(self.used)
+                }
         return [self.cache[_digest(img)] for img in images]
 
 
