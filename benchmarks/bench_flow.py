@@ -212,14 +212,14 @@ def synthesize(
     return time.perf_counter() - t0
 
 
-def _model_only_worker(seconds: float, precision: str, queue: mp.Queue) -> None:
+def _model_only_worker(seconds: float, precision: str, bundle: str | None, queue: mp.Queue) -> None:
     import numpy as np
     import torch
 
     from echo_batch.model.inference import SegmentationEngine
 
     torch.set_num_threads(1)
-    engine = SegmentationEngine.from_path(device="cpu", precision=precision, threads=1)
+    engine = SegmentationEngine.from_path(bundle, device="cpu", precision=precision, threads=1)
     grid = np.random.default_rng(0).standard_normal((8 * engine.batch_size, 224, 224))
     grid = grid.astype(np.float32)
     engine.forward_only(grid)
@@ -229,12 +229,22 @@ def _model_only_worker(seconds: float, precision: str, queue: mp.Queue) -> None:
     queue.put(count / (time.perf_counter() - start))
 
 
-def model_only_images_per_s(processes: int, seconds: float, precision: str = "auto") -> float:
-    """Network throughput with ``processes`` concurrent single-threaded processes, summed."""
+def model_only_images_per_s(
+    processes: int, seconds: float, precision: str = "auto", bundle: Path | None = None
+) -> float:
+    """Network throughput with ``processes`` concurrent single-threaded processes, summed.
+
+    Args:
+        processes: concurrent processes, one torch thread each.
+        seconds: measuring time.
+        precision: engine precision ("auto": the engine's choice for this CPU).
+        bundle: model bundle (None: the bundled one).
+    """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
+    path = str(bundle) if bundle else None
     procs = [
-        ctx.Process(target=_model_only_worker, args=(seconds, precision, queue))
+        ctx.Process(target=_model_only_worker, args=(seconds, precision, path, queue))
         for _ in range(processes)
     ]
     for p in procs:

@@ -129,11 +129,20 @@ def train(
         str,
         typer.Option(help="U-Net channels per level, top to bottom, comma-separated."),
     ] = "32,32,64,128,128,128",
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this bundle's weights; a narrower --features keeps the channels "
+            "with the largest batch-norm scales (network slimming), then fine-tunes.",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = True,
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train the U-Net on the training split, select on validation, write a model bundle."""
+    from echo_batch.model.bundle import BundleError
+    from echo_batch.model.slim import SlimError
     from echo_batch.model.train import TrainConfig
     from echo_batch.model.train import train as run_training
 
@@ -154,10 +163,15 @@ def train(
         seed=seed,
         precision=precision.value,
         features=levels,
+        init_from=str(init_from) if init_from else None,
     )
-    run_training(
-        data, out, config, device_name=device.value, resume=resume, max_minutes=max_minutes
-    )
+    try:
+        run_training(
+            data, out, config, device_name=device.value, resume=resume, max_minutes=max_minutes
+        )
+    except (BundleError, SlimError) as exc:
+        typer.echo(f"error: --init-from {init_from}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

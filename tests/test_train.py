@@ -60,3 +60,46 @@ def test_bad_features_are_a_one_line_error(cohort, tmp_path, bad):
     )
     assert result.exit_code == 2
     assert "--features" in result.output
+
+
+def test_a_narrower_network_starts_from_a_trained_bundle_and_records_it(cohort, tmp_path):
+    wide_dir = _train(cohort, tmp_path / "wide")
+    wide = load_bundle(wide_dir)
+    config = TrainConfig(
+        epochs=1,
+        seed=5,
+        precision="fp32",
+        threads=1,
+        features=(2, 3, 8, 8),
+        init_from=str(wide_dir),
+    )
+    narrow_dir = train(cohort, tmp_path / "narrow", config, device_name="cpu", show_progress=False)
+    metadata = json.loads((narrow_dir / "metadata.json").read_text())
+    init = metadata["training"]["init"]
+    assert init["model_id"] == wide.model_id
+    assert init["features"] == list(TINY)
+    assert "slimming" in init["method"]
+    assert load_bundle(narrow_dir).config.features == (2, 3, 8, 8)
+
+
+def test_an_init_bundle_narrower_than_the_network_is_a_one_line_error(cohort, tmp_path):
+    wide_dir = _train(cohort, tmp_path / "wide")
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(cohort),
+            "--out",
+            str(tmp_path / "m"),
+            "--features",
+            "8,8,8,8",
+            "--init-from",
+            str(wide_dir),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--init-from" in result.output
+    assert "between 1 and its own" in result.output
+    assert "Traceback" not in result.output

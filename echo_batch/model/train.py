@@ -63,6 +63,7 @@ class TrainConfig:
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     features: tuple[int, ...] = UNetConfig().features
+    init_from: str | None = None
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -213,7 +214,9 @@ def train(
     )
 
     architecture = UNetConfig(features=tuple(config.features))
-    model = UNet(architecture).to(device).to(memory_format=torch.channels_last)
+    model = UNet(architecture)
+    init = _initialise(model, config.init_from) if config.init_from else None
+    model = model.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -293,6 +296,7 @@ def train(
             "device_name": device_name_of(device),
             "seconds": round(sum(h["seconds"] for h in state["history"]), 1),
             "epochs_run": state["epoch"],
+            "init": init,
             "best_epoch": state["best_epoch"],
             "history": state["history"],
         },
@@ -303,6 +307,29 @@ def train(
     save_bundle(out, state["best_state"], metadata)
     logger.info("bundle written to %s (best epoch %d)", out, state["best_epoch"])
     return out
+
+
+def _initialise(model: UNet, bundle_dir: str) -> dict[str, Any]:
+    """Load a trained bundle's weights into ``model``, cut to its width; what was done."""
+    from echo_batch.model.bundle import load_bundle
+    from echo_batch.model.slim import slim_state_dict
+
+    bundle = load_bundle(bundle_dir)
+    same = bundle.config == model.config
+    weights = (
+        bundle.state_dict
+        if same
+        else slim_state_dict(bundle.state_dict, bundle.config, model.config)
+    )
+    model.load_state_dict(weights)
+    logger.info(
+        "initialised from %s (%s)", bundle.model_id, "same architecture" if same else "slimmed"
+    )
+    return {
+        "model_id": bundle.model_id,
+        "features": list(bundle.config.features),
+        "method": "copy" if same else "network slimming: largest |batch-norm scale| kept",
+    }
 
 
 def _train_epoch(
