@@ -63,6 +63,23 @@ def kept_channels(gamma: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.sort(order[:keep]).values
 
 
+def _slim_layer(
+    state: dict[str, torch.Tensor],
+    conv: str,
+    norm: str,
+    inputs: torch.Tensor,
+    width: int,
+    out: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """Cut one convolution and the batch norm after it; returns the kept output channels."""
+    kept = kept_channels(state[f"{norm}.weight"], width)
+    out[f"{conv}.weight"] = state[f"{conv}.weight"][kept][:, inputs].clone()
+    for key in _NORM_KEYS:
+        out[f"{norm}.{key}"] = state[f"{norm}.{key}"][kept].clone()
+    out[f"{norm}.num_batches_tracked"] = state[f"{norm}.num_batches_tracked"].clone()
+    return kept
+
+
 def _slim_block(
     state: dict[str, torch.Tensor],
     prefix: str,
@@ -71,21 +88,8 @@ def _slim_block(
     out: dict[str, torch.Tensor],
 ) -> torch.Tensor:
     """Cut one ConvBlock; returns the indices of its kept output channels."""
-    c1 = f"{prefix}.{_CONV1}.weight"
-    n1 = f"{prefix}.{_NORM1}"
-    mid = kept_channels(state[f"{n1}.weight"], width)
-    out[c1] = state[c1][mid][:, inputs].clone()
-    for key in _NORM_KEYS:
-        out[f"{n1}.{key}"] = state[f"{n1}.{key}"][mid].clone()
-    out[f"{n1}.num_batches_tracked"] = state[f"{n1}.num_batches_tracked"].clone()
-    c2 = f"{prefix}.{_CONV2}.weight"
-    n2 = f"{prefix}.{_NORM2}"
-    kept = kept_channels(state[f"{n2}.weight"], width)
-    out[c2] = state[c2][kept][:, mid].clone()
-    for key in _NORM_KEYS:
-        out[f"{n2}.{key}"] = state[f"{n2}.{key}"][kept].clone()
-    out[f"{n2}.num_batches_tracked"] = state[f"{n2}.num_batches_tracked"].clone()
-    return kept
+    mid = _slim_layer(state, f"{prefix}.{_CONV1}", f"{prefix}.{_NORM1}", inputs, width, out)
+    return _slim_layer(state, f"{prefix}.{_CONV2}", f"{prefix}.{_NORM2}", mid, width, out)
 
 
 def slim_state_dict(
