@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written, not to
 
 WEIGHTS_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "camus224-unet"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "camus224-unet-slim"
 
 
 class BundleError(EchoBatchError):
