@@ -29,7 +29,7 @@ from bench_engine import model_gflop_per_image
 from suite import cpu_info
 
 from echo_batch.model.bundle import load_bundle
-from echo_batch.model.inference import SegmentationEngine
+from echo_batch.model.inference import SegmentationEngine, resolve_device, resolve_precision
 
 logger = logging.getLogger("model_compare")
 
@@ -87,7 +87,7 @@ def describe(bundle: Path) -> dict[str, Any]:
         "features": list(loaded.config.features),
         "n_parameters": loaded.metadata["architecture"].get("n_parameters"),
         "gflop_per_image": model_gflop_per_image(engine),
-        "precision": SegmentationEngine(loaded, device="cpu").precision,
+        "precision": resolve_precision(resolve_device("cpu")),
     }
 
 

@@ -315,13 +315,8 @@ def _initialise(model: UNet, bundle_dir: str) -> dict[str, Any]:
     from echo_batch.model.slim import slim_state_dict
 
     bundle = load_bundle(bundle_dir)
-    same = bundle.config == model.config
-    weights = (
-        bundle.state_dict
-        if same
-        else slim_state_dict(bundle.state_dict, bundle.config, model.config)
-    )
-    model.load_state_dict(weights)
+    same = bundle.config == model.config  # slimming to the same width copies every weight
+    model.load_state_dict(slim_state_dict(bundle.state_dict, bundle.config, model.config))
     logger.info(
         "initialised from %s (%s)", bundle.model_id, "same architecture" if same else "slimmed"
     )
