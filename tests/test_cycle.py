@@ -327,6 +327,53 @@ def test_half_sequence_rejected_extremes_are_skipped() -> None:
     assert (beat.ed, beat.es) == (2, v.size - 2)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_half_sequence_es_is_the_end_not_a_mid_clip_undershoot(reverse: bool) -> None:
+    # a blended mid-systolic frame segmented too small must not become ES: a CAMUS half sequence
+    # ends at ES (the cfg of all 400 training patients of camus224)
+    v = half_sequence(1, reverse=False)
+    v[9] = v.min() - 10.0
+    v = v[::-1] if reverse else v
+    last = v.size - 1
+    expected = Beat(last - 1, 0, None) if reverse else Beat(1, last, None)
+    assert detect_cycle(v, half_sequence=True).beats == (expected,)
+
+
+def test_half_sequence_direction_survives_one_wrong_end_frame() -> None:
+    # the ES frame segmented larger than ED (a leak into the atrium): the trend of the other
+    # frames still says ED->ES, so ED stays at the start and ES at the end
+    v = half_sequence(0, reverse=False)
+    v[-1] = v.max() + 5.0
+    assert detect_cycle(v, half_sequence=True).beats == (Beat(0, v.size - 1, None),)
+
+
+def test_half_sequence_two_frames() -> None:
+    assert detect_cycle(np.array([50.0, 90.0]), half_sequence=True).beats == (Beat(1, 0, None),)
+    assert detect_cycle(np.array([90.0, 50.0]), half_sequence=True).beats == (Beat(0, 1, None),)
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not LOOPS_TRUTH.is_file(), reason="../shared/camus224-loops absent")
+def test_half_sequences_of_camus224_loops_validation_with_noise() -> None:
+    """Expert LV areas plus Gaussian noise of 5 % of the loop's range (20 draws): ED and ES
+    right for at least 95 % (measured 96.0 %; with ES at the curve's minimum: 92.1 %)."""
+    rng = np.random.default_rng(0)
+    with LOOPS_TRUTH.open() as f:
+        rows = list(csv.DictReader(f))
+    right = total = 0
+    for _ in range(20):
+        for row in rows:
+            for view in ("2ch", "4ch"):
+                lv = np.array(row[f"lv_px_{view}"].split(), float)
+                ed, es = int(row[f"ed_frame_{view}"]), int(row[f"es_frame_{view}"])
+                noisy = lv + rng.normal(0.0, 0.05 * (lv.max() - lv.min()), lv.size)
+                (beat,) = detect_cycle(noisy, half_sequence=True).beats
+                for got, true in ((beat.ed, ed), (beat.es, es)):
+                    total += 1
+                    right += abs(got - true) <= 1 or lv[got] == lv[true]
+    assert right >= 0.95 * total, right / total
+
+
 @pytest.mark.shared
 @pytest.mark.skipif(not LOOPS_TRUTH.is_file(), reason="../shared/camus224-loops absent")
 def test_half_sequences_of_camus224_loops_validation() -> None:

@@ -151,7 +151,10 @@ QC_THRESHOLDS: dict[QCFlag, Threshold] = {
         "Pearson r 0.62 with LV Dice; the 3.5 % of images below 0.945 had mean LV Dice 0.865 "
         "against 0.946 above, and the 6 of 50 patients with such an image a CAMUS EF MAE of 11.8 "
         "against 4.4. 0.945 is the highest value in steps of 0.005 that flags at most 15 % of the "
-        "validation patients. Bundle-specific: re-derive it for another model",
+        "validation patients. Re-derived the same way for the slim default bundle "
+        "(camus224-unet-slim, 2026-12-05): confidence 0.930-0.966, r 0.60 with LV Dice, 3.0 % of "
+        "images below 0.945 (mean LV Dice 0.867 against 0.945), 5 of 50 patients flagged; 0.950 "
+        "would flag 20. Bundle-specific: re-derive it for another model",
     ),
     QCFlag.LENGTH_MISMATCH: Threshold(
         0.10,

@@ -36,6 +36,13 @@ MIN_VALID_SHARE = 0.5  # below this share of QC-clean frames, any measurable fra
 # raised on the chosen frames' image rows.
 _SIZE_FLAGS = frozenset({QCFlag.LV_LENGTH_IMPLAUSIBLE.value, QCFlag.LV_AREA_IMPLAUSIBLE.value})
 SIZE_FLAGS = _SIZE_FLAGS  # meaningless without a spacing: dropped from loops that have none
+# Nor does a low model confidence: its threshold is set to send a reviewer the lowest 10-15 % of
+# patients (qc/flags.py), not to judge one frame against its neighbours, and the frames around ES
+# (the smallest cavity, the most boundary pixels) score lowest. Rejecting them moved ES 2-5 frames
+# into systole on 9 of the 100 semi-real testing loops (camus224-loops, 2026-12-05) and biased the
+# EF down, while the stills run measures the same ES image and flags it. The chosen frames' image
+# rows still carry the flag, and so does the patient, as for stills.
+_NOT_FOR_SELECTION = _SIZE_FLAGS | {QCFlag.LOW_CONFIDENCE.value}
 
 
 @dataclass
@@ -153,7 +160,7 @@ def measure_loop(loop: LoopWork) -> LoopMeasure:
         if isinstance(geometry, ViewGeometry):
             volumes.append(single_plane_ml(geometry))
             flags = image_flags(image_qc(mask, spacing, geometry), confidence)
-            clean.append(not is_blocking([f for f in flags if f not in _SIZE_FLAGS]))
+            clean.append(not is_blocking([f for f in flags if f not in _NOT_FOR_SELECTION]))
         else:
             volumes.append(np.nan)
             clean.append(False)
