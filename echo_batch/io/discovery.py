@@ -125,7 +125,10 @@ def scan_patient(folder: Path, split: Split = Split.NONE) -> PatientRef:
     Raises:
         InputError: the folder cannot be listed.
     """
-    pid = folder.name
+    # Not ``folder.name``: pathlib interns every part it parses, and an id kept for the run (one
+    # per patient, 100,000 in a large cohort) would keep its entry in the interpreter's table of
+    # interned strings, which never shrinks (7 MB at 100,000 patients, docs/performance.md).
+    pid = os.path.basename(os.fspath(folder))
     images: dict[ImageKey, dict[str, Path]] = {}
     sequences: dict[View, dict[str, Path]] = {}
     kinds: dict[View, str] = {}  # file-name kind of each view's loop: half_sequence or sequence
@@ -311,7 +314,9 @@ def discover(
         except OSError as exc:
             raise InputError(parent, f"cannot list folder ({exc.strerror or exc})") from None
         for name, is_dir, is_symlink in entries:
-            path = parent / name
+            # Not ``parent / name``: pathlib would intern ``name`` itself, and ``entries`` and
+            # ``kept`` hold every name until the end (see :func:`scan_patient`).
+            path = Path(os.path.join(parent, name))
             if name in ("database_split",) or name.startswith("."):
                 continue
             if not is_dir:
