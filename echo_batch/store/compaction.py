@@ -39,10 +39,13 @@ BATCH_ROWS = 8_192
 """Rows per record batch read from a source file. A wide batch costs several times its Parquet
 size once decoded, conformed and filtered: with 65,536 rows, recompacting the 100,000-patient
 scale run's files peaked at 104 MB of Arrow memory, with 8,192 at 19 MB."""
-MIN_BUCKET_PATIENTS = 1024
-"""Patients per bucket: a bucket of frames holds about 80 rows per loop patient (12 MB here)."""
-MAX_BUCKETS = 256
-"""Buckets are widened beyond :data:`MIN_BUCKET_PATIENTS` to keep at most this many files open."""
+MIN_BUCKET_PATIENTS = 128
+"""Patients per bucket: a bucket of frames holds about 80 rows per loop patient (1.5 MB here).
+With 1,024, every cohort under 1,024 patients was one bucket whose size grew with the cohort:
+compacting 1,000 DICOM loop patients cost +37 MB of RSS against +24 MB for 100."""
+MAX_BUCKETS = 4096
+"""Buckets are widened beyond :data:`MIN_BUCKET_PATIENTS` to keep at most this many in the stage
+folder (from 524,288 patients on). No bucket file stays open: each write is a closed piece."""
 
 _RANK, _SEQ = "_rank", "_seq"
 
@@ -181,39 +184,45 @@ def _last_of_each(ranks: pa.ChunkedArray) -> pa.Array:
 
 
 class _Buckets:
-    """One Arrow IPC stream file per bucket, opened on first use; zstd-compressed."""
+    """Buckets as Arrow IPC stream files, zstd-compressed, one closed piece per write.
+
+    A piece is written and closed at once, so that no writer (its buffers and compression state)
+    stays open per bucket: with a writer open per bucket, recompacting 8,192 patients in
+    128-patient buckets took 13.3 MB of Arrow memory against 4.0 MB for 2,048.
+    """
 
     def __init__(self, stage: Path, schema: pa.Schema) -> None:
         self.stage = stage
         self.schema = schema
-        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        self._sinks: dict[int, pa.OSFile] = {}
+        self._pieces: dict[int, int] = {}  # bucket number -> pieces written
 
-    def _path(self, number: int) -> Path:
-        return self.stage / f"bucket-{number:06d}.arrows"
+    def _path(self, number: int, piece: int) -> Path:
+        return self.stage / f"bucket-{number:06d}-{piece:06d}.arrows"
 
     def add(self, table: pa.Table, numbers: pa.Array) -> None:
         """Append the rows of ``table`` to the bucket each row's number names."""
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
         for number in pc.unique(numbers).to_pylist():
             rows = table.filter(pc.equal(numbers, number))
-            writer = self._writers.get(number)
-            if writer is None:
-                sink = pa.OSFile(str(self._path(number)), "wb")
-                options = pa.ipc.IpcWriteOptions(compression="zstd")
-                writer = pa.ipc.new_stream(sink, self.schema, options=options)
-                self._sinks[number], self._writers[number] = sink, writer
-            writer.write_table(rows)
+            piece = self._pieces.get(number, 0)
+            with (
+                pa.OSFile(str(self._path(number, piece)), "wb") as sink,
+                pa.ipc.new_stream(sink, self.schema, options=options) as writer,
+            ):
+                writer.write_table(rows)
+            self._pieces[number] = piece + 1
 
     def close(self) -> None:
-        for number, writer in self._writers.items():
-            writer.close()
-            self._sinks[number].close()
+        """Nothing stays open (kept for the callers' ``finally``)."""
 
     def numbers(self) -> list[int]:
         """Numbers of the buckets that received rows, ascending."""
-        return sorted(self._writers)
+        return sorted(self._pieces)
 
     def read(self, number: int) -> pa.Table:
-        """The whole bucket."""
-        with pa.OSFile(str(self._path(number)), "rb") as source:
-            return pa.ipc.open_stream(source).read_all()
+        """The whole bucket, its pieces in the order they were written."""
+        tables = []
+        for piece in range(self._pieces[number]):
+            with pa.OSFile(str(self._path(number, piece)), "rb") as source:
+                tables.append(pa.ipc.open_stream(source).read_all())
+        return pa.concat_tables(tables)
