@@ -39,6 +39,9 @@ from echo_batch.run.options import ChunkOptions
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CAMUS224 = SHARED / "camus224"
 
+Member = tuple[int, int]
+"""``(bundle index, candidate index)``."""
+
 CANDIDATES = (
     Variant(),
     Variant(scale=0.9),
@@ -51,26 +54,51 @@ CANDIDATES = (
 
 
 class _CachedVariants:
-    """Grid probabilities of every candidate for every image seen, computed once per image."""
+    """Grid probabilities of every member for every image seen, computed once per image.
 
-    def __init__(self, engine: SegmentationEngine, used: list[int]) -> None:
-        self.used = used  # indices into CANDIDATES that are computed
-        self.members = VariantEngine(engine, [CANDIDATES[k] for k in used])
-        self.cache: dict[str, dict[int, np.ndarray]] = {}  # image digest -> (H, W, C) per index
-        self.seconds = 0.0  # inference of every used candidate
+    A member is ``(bundle index, candidate index)``: one network on one test-time variant.
+    """
 
-    def probs(self, images: list[np.ndarray]) -> list[dict[int, np.ndarray]]:
+    def __init__(self, engines: list[SegmentationEngine], used: list[Member]) -> None:
+        self.used = used
+        self.members = {
+            b: (
+                VariantEngine(engine, [CANDIDATES[k] for bb, k in used if bb == b]),
+                [(bb, k) for bb, k in used if bb == b],
+            )
+            for b, engine in enumerate(engines)
+            if any(bb == b for bb, _ in used)
+        }
+        self.cache: dict[str, dict[Member, np.ndarray]] = {}  # digest -> (H, W, C) per member
+        self.seconds = 0.0  # inference of every used member
+
+    def probs(self, images: list[np.ndarray]) -> list[dict[Member, np.ndarray]]:
         todo = [i for i, img in enumerate(images) if _digest(img) not in self.cache]
         if todo:
             t0 = time.perf_counter()
-            grid = np.stack([to_grid(images[i], self.members.input_size) for i in todo])
-            per_variant = self.members.member_probabilities(grid)  # (M, N, H, W, C)
+            for engine, keys in self.members.values():
+                grid = np.stack([to_grid(images[i], engine.input_size) for i in todo])
+                per_variant = engine.member_probabilities(grid)  # (M, N, H, W, C)
+                for k, i in enumerate(todo):
+                    entry = self.cache.setdefault(_digest(images[i]), {})
+                    entry.update({key: per_variant[m, k] for m, key in enumerate(keys)})
             self.seconds += time.perf_counter() - t0
-            for k, i in enumerate(todo):
-                self.cache[_digest(images[i])] = {
-                    j: per_variant[m, k] for m, j in enumerate(self.used)
-                }
         return [self.cache[_digest(img)] for img in images]
+
+
+def _member(text: str) -> Member:
+    """``"k"`` (candidate k of the first bundle) or ``"b:k"``."""
+    bundle, _, candidate = text.rpartition(":")
+    return int(bundle or 0), int(candidate)
+
+
+def _name(member: Member) -> str:
+    bundle, candidate = member
+    return (
+        f"{CANDIDATES[candidate].name}"
+        if bundle == 0
+        else f"b{bundle}:{CANDIDATES[candidate].name}"
+    )
 
 
 def _digest(image: np.ndarray) -> str:
@@ -80,7 +108,7 @@ def _digest(image: np.ndarray) -> str:
 class _MemberEngine:
     """Engine interface answering with the mean probabilities of a subset of the candidates."""
 
-    def __init__(self, cached: _CachedVariants, members: tuple[int, ...]) -> None:
+    def __init__(self, cached: _CachedVariants, members: tuple[Member, ...]) -> None:
         self.cached, self.members, self.batch_size = cached, members, 2
 
     def segment(self, images):
@@ -121,7 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="validation", choices=("validation", "testing"))
     parser.add_argument("--data", type=Path, default=CAMUS224)
-    parser.add_argument("--sets", default="", help="member sets to report, e.g. '0,1,2;0,3,4'")
+    parser.add_argument(
+        "--sets",
+        default="",
+        help="member sets, e.g. '0,1,2;0,3,4' (candidates of the first bundle) or "
+        "'0:0,1:0;0:0,0:1' (bundle:candidate)",
+    )
+    parser.add_argument(
+        "--bundles",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="networks whose members are crossed with the candidates (default: the default bundle)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -129,15 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     refs = [p for p in discover(args.data).patients if p.split.value == args.split]
     options = ChunkOptions(segmentation=SegmentationSource.MODEL, threads=2)
     model_id = model_id_for(options)
-    engine = SegmentationEngine.from_path(None, device="cpu", threads=2)
+    bundles = args.bundles or [None]
+    engines = [SegmentationEngine.from_path(b, device="cpu", threads=2) for b in bundles]
     if args.sets:
-        sets = [tuple(int(i) for i in s.split(",")) for s in args.sets.split(";")]
+        sets = [tuple(_member(i) for i in s.split(",")) for s in args.sets.split(";")]
     else:
-        sets = [(0, *c) for n in (2, 4) for c in itertools.combinations(range(1, 7), n)]
+        sets = [
+            tuple((0, k) for k in (0, *c))
+            for n in (2, 4)
+            for c in itertools.combinations(range(1, 7), n)
+        ]
     used = sorted({m for members in sets for m in members})
-    cached = _CachedVariants(engine, used)
+    cached = _CachedVariants(engines, used)
 
-    def measure(members: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    def measure(members: tuple[Member, ...]) -> dict[str, dict[str, float]]:
         result = process_chunk(refs, options, model_id, engine=_MemberEngine(cached, members))
         return {
             p.patient_id: {
@@ -149,30 +194,31 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     t0 = time.perf_counter()
-    single = {k: measure((k,)) for k in used}
-    ids = sorted(single[0])
-    ref = np.array([single[0][p]["ref"] for p in ids])
+    single = {key: measure((key,)) for key in used}
+    ids = sorted(single[used[0]])
+    ref = np.array([single[used[0]][p]["ref"] for p in ids])
     report: dict[str, object] = {
         "split": args.split,
         "patients": len(ids),
         "model_id": model_id,
+        "bundles": [e.model_id for e in engines],
         "candidates": [v.to_dict() for v in CANDIDATES],
         "inference_seconds": cached.seconds,
         "variants": {},
         "sets": {},
     }
-    for k in used:
-        variant = CANDIDATES[k]
-        ef_c = np.array([single[k][p]["ef_camus"] for p in ids])
-        ef = np.array([single[k][p]["ef"] for p in ids])
-        report["variants"][variant.name] = {
+    for key in used:
+        name = _name(key)
+        ef_c = np.array([single[key][p]["ef_camus"] for p in ids])
+        ef = np.array([single[key][p]["ef"] for p in ids])
+        report["variants"][name] = {
             "ef_camus_vs_cfg": _agreement(ef_c, ref),
             "ef_vs_cfg": _agreement(ef, ref),
         }
-        print(f"{variant.name:14s} camus {report['variants'][variant.name]['ef_camus_vs_cfg']}")
+        print(f"{name:16s} camus {report['variants'][name]['ef_camus_vs_cfg']}")
     for members in sets:
         ens = measure(members)
-        name = "+".join(CANDIDATES[m].name for m in members)
+        name = "+".join(_name(m) for m in members)
         entry: dict[str, object] = {"members": list(members)}
         for column in ("ef_camus", "ef"):
             pred = np.array([ens[p][column] for p in ids])
