@@ -17,12 +17,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from compaction_oracle import in_memory_compaction
 
-from echo_batch.store import compaction
-from echo_batch.store.files import FRAMES_FILE, IMAGES_FILE, PATIENTS_FILE, write_results
+from echo_batch import atomic
+from echo_batch.store import compaction, files
+from echo_batch.store.files import (
+    FRAMES_FILE,
+    IMAGES_FILE,
+    PATIENTS_FILE,
+    streaming_parquet_writer,
+    write_results,
+)
 from echo_batch.store.parts import OutputStore, measure_config
 from echo_batch.store.records import (
     SCHEMA_VERSION,
@@ -161,12 +169,31 @@ def test_streaming_compaction_equals_the_in_memory_one(
         assert written.equals(table), path.name
         assert written.schema.metadata[b"echo_batch.model_id"] == b"gt"
         assert written.schema.metadata[b"echo_batch.schema_version"] == SCHEMA_VERSION.encode()
-    if bucket < 1024:  # one row group per bucket of patients
-        groups = pq.ParquetFile(paths.patients).metadata.num_row_groups
-        assert groups == -(-expected[0].num_rows // bucket)
+    if bucket < 1024:  # small buckets are gathered into row groups of ROW_GROUP_ROWS or more
+        meta = pq.ParquetFile(paths.patients).metadata
+        sizes = [meta.row_group(k).num_rows for k in range(meta.num_row_groups)]
+        assert sizes == [expected[0].num_rows], sizes
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [FRAMES_FILE, IMAGES_FILE, PATIENTS_FILE, ".echo-batch.lock"]
     ), "no bucket folder or temporary file left"
+
+
+def _write_streamed(path, tables):
+    schema = tables[0].schema
+    atomic.write_file(path, streaming_parquet_writer(schema, lambda: iter(tables), {"k": "v"}))
+    meta = pq.ParquetFile(path).metadata
+    return pq.read_table(path), [meta.row_group(k).num_rows for k in range(meta.num_row_groups)]
+
+
+def test_streamed_tables_are_gathered_into_row_groups(tmp_path, monkeypatch):
+    tables = [pa.table({"x": list(range(3 * k, 3 * k + 3))}) for k in range(10)]  # 30 rows
+    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 7)
+    written, sizes = _write_streamed(tmp_path / "a.parquet", tables)
+    assert written.column("x").to_pylist() == list(range(30))
+    assert sizes == [9, 9, 9, 3]  # three 3-row tables reach 7 rows; the rest at the end
+    monkeypatch.setattr(files, "ROW_GROUP_BYTES", 1)  # every table is over the byte bound
+    written, sizes = _write_streamed(tmp_path / "b.parquet", tables)
+    assert written.column("x").to_pylist() == list(range(30)) and sizes == [3] * 10
 
 
 def test_buckets_are_widened_to_keep_the_open_files_bounded():
@@ -180,11 +207,12 @@ _COMPACT_AND_REPORT_PEAK = """
 import json, sys
 from pathlib import Path
 import pyarrow as pa
-from echo_batch.store import compaction
+from echo_batch.store import compaction, files
 from echo_batch.store.parts import OutputStore
 from echo_batch.store.records import ChunkResult, FrameRecord, ImageRecord, PatientRecord
 
 compaction.BATCH_ROWS = 1024  # below both cohorts' row counts, so its bound holds in both
+files.ROW_GROUP_ROWS = 1024  # the same for the row groups the writer gathers
 out, patients, again, per_chunk = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", 64
 store = OutputStore(out)
 ids = [f"patient{k:06d}" for k in range(patients)]
@@ -204,12 +232,14 @@ print(json.dumps({"peak": pa.default_memory_pool().max_memory()}))
 @pytest.mark.slow
 def test_compaction_memory_does_not_grow_with_the_cohort(tmp_path):
     """Peak Arrow memory of compacting 4x the patients (2,048 -> 8,192; 82 k -> 328 k frame rows)
-    stays within 1.2x, from parts (measured 1.92 -> 2.08 MB; the in-memory compaction held every
-    row: 25 -> 101 MB, 4.0x) and again from the compacted files alone (2.42 -> 2.89 MB: the
-    per-patient state, 76 bytes a patient). Memory is bounded by a bucket (128 patients) and a
-    record batch (``BATCH_ROWS``); the batch is set to 1,024 rows here so that both cohorts are
-    past its bound: at the default 8,192 a batch of the patients file is the whole file up to
-    8,192 patients (from the compacted files: 4.0 -> 13.3 MB, flat beyond)."""
+    stays within 1.2x, from parts (measured 1.84 -> 1.99 MB; the in-memory compaction held every
+    row: 25 -> 101 MB, 4.0x) and again from the compacted files alone (2.35 -> 2.55 MB: the
+    per-patient state). Memory is bounded by a bucket (128 patients) and a
+    record batch (``BATCH_ROWS``) and a gathered row group (``files.ROW_GROUP_ROWS``); both are
+    set to 1,024 rows here so that both cohorts are past their bounds: at the default 8,192 a
+    batch of the patients file is the whole file up to 8,192 patients (from the compacted files:
+    4.0 -> 13.3 MB, flat beyond), and at the default 16,384 a row group of it the whole file up
+    to 16,384 patients (2.9 -> 8.7 MB here)."""
     peaks = {}
     for again in ("0", "1"):
         for patients in (2048, 8192):

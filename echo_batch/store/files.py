@@ -38,6 +38,16 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".echo-batch.lock"
 LOCK_HOLDER_FILE = ".echo-batch.lock.json"
 PARTS_DIR = "parts"
+
+ROW_GROUP_ROWS = 16_384
+"""A streamed result file gathers the tables it is given into row groups of at least this many
+rows (or :data:`ROW_GROUP_BYTES`). The writer keeps every row group's metadata until the file
+is closed: with a row group per 128-patient bucket, compacting 100,000 patients wrote 782 row
+groups per file (5.1 MB of footer for the patients file) and the compaction's RSS rose by
+118 MB, against 35 MB with 1,024-patient buckets."""
+ROW_GROUP_BYTES = 16 * 2**20
+"""Arrow bytes at which a row group is written before it reaches :data:`ROW_GROUP_ROWS`, so that
+wide rows never hold more than this in memory."""
 PATIENTS_PART_SUFFIX = ".patients.parquet"
 IMAGES_PART_SUFFIX = ".images.parquet"
 FRAMES_PART_SUFFIX = ".frames.parquet"
@@ -112,9 +122,12 @@ def parquet_writer(table: pa.Table, extra_metadata: dict[str, str]) -> atomic.Wr
 def streaming_parquet_writer(
     schema: pa.Schema, tables: Callable[[], Iterable[pa.Table]], extra_metadata: dict[str, str]
 ) -> atomic.Writer:
-    """A writer of the tables ``tables()`` yields, one row group each, as :func:`parquet_writer`.
+    """A writer of the tables ``tables()`` yields, as :func:`parquet_writer`.
 
-    Only one yielded table is in memory at a time; ``tables`` is called when the file is written.
+    Consecutive tables are gathered into one row group until it holds :data:`ROW_GROUP_ROWS`
+    rows or :data:`ROW_GROUP_BYTES` bytes, so that the row groups (and the footer the writer keeps
+    in memory) do not multiply with small tables; only that much is held at a time. ``tables`` is
+    called when the file is written.
 
     Args:
         schema: schema of every yielded table.
@@ -128,8 +141,16 @@ def streaming_parquet_writer(
 
     def write(fh: BinaryIO) -> None:
         with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+            pending: list[pa.Table] = []
+            rows = size = 0
             for table in tables():
-                writer.write_table(table)
+                pending.append(table)
+                rows, size = rows + table.num_rows, size + table.nbytes
+                if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                    pending, rows, size = [], 0, 0
+            if pending:
+                writer.write_table(pa.concat_tables(pending), row_group_size=max(rows, 1))
 
     return write
 
