@@ -242,6 +242,54 @@ def evaluate(
 
 
 @app.command()
+def ensemble(
+    out: Annotated[Path, typer.Argument(help="Directory of the new ensemble bundle.")],
+    networks: Annotated[
+        list[Path], typer.Argument(help="Bundles of the member networks (ordinary bundles).")
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="Name of the ensemble (default: OUT's name).")
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Test-time variant SCALE:GAMMA every network runs, repeatable (default: the "
+            "five of --uncertainty; 1:1 alone runs each network once)."
+        ),
+    ] = None,
+) -> None:
+    """Write an ensemble bundle: the networks (referenced, their weights pinned) x the variants.
+
+    ``echo-batch run --model OUT`` then segments every image with every member, takes the labels
+    from their mean probabilities and writes the SD of EF between members.
+    """
+    from echo_batch.errors import EchoBatchError
+    from echo_batch.model.ensemble import DEFAULT_VARIANTS
+    from echo_batch.model.ensemble_bundle import save_ensemble
+    from echo_batch.model.tta import Variant
+
+    try:
+        variants = (
+            [Variant(*(float(x) for x in v.split(":", 1))) for v in variant]
+            if variant
+            else list(DEFAULT_VARIANTS)
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{exc} (SCALE:GAMMA, e.g. 0.9:1)", param_hint="--variant"
+        ) from None
+    try:
+        built = save_ensemble(out, name or out.name, networks, [v.to_dict() for v in variants])
+    except EchoBatchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"wrote {built.model_id}: {len(built.networks)} networks x {len(built.variants)} "
+        f"variants = {built.n_members} members per image"
+    )
+
+
+@app.command()
 def report(
     out: Annotated[Path, typer.Argument(help="OUT folder of a finished run.")],
     worst: Annotated[int, typer.Option(min=0, help="Patients in the worst-case gallery.")] = 6,
@@ -275,7 +323,13 @@ def report(
 def run(
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", help="Output folder for the Parquet files.")],
-    model: Annotated[Path | None, typer.Option(help="Model bundle (default: bundled).")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model bundle (default: bundled). An ensemble bundle runs all its members and "
+            "fills the uncertainty columns, as --uncertainty does."
+        ),
+    ] = None,
     segmentation: Annotated[
         SegmentationSource,
         typer.Option(help="model: segment with the U-Net; gt: measure the expert masks."),

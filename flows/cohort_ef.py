@@ -31,7 +31,12 @@ from prefect.utilities.annotations import quote
 from echo_batch.domain import PatientRef
 from echo_batch.errors import EchoBatchError
 from echo_batch.io.discovery import log_problems
-from echo_batch.run.chunk import ChunkResult, failed_patient_record, process_chunk
+from echo_batch.run.chunk import (
+    ChunkResult,
+    failed_patient_record,
+    process_chunk,
+    uncertainty_method,
+)
 from echo_batch.run.chunking import auto_chunk_size, balanced_chunk_size, chunked
 from echo_batch.run.cluster import (
     chunk_resources,
@@ -173,10 +178,11 @@ def _chunk_size(client, submitter, n_patients: int, options: RunOptions) -> int:
 def _submitter(client, chunk_options, model_id: str) -> FusedChunks | SplitChunks:
     """Three tasks per chunk when the model runs on a cluster with GPU and CPU workers (only
     the inference requests ``GPU=1``); else one fused ``process_chunk`` task per chunk, with
-    ``GPU=1`` when the model runs on GPU workers. ``--uncertainty`` runs fused: its ensemble
-    segments native images (no grid-stack stage yet)."""
+    ``GPU=1`` when the model runs on GPU workers. A run with members (``--uncertainty`` or an
+    ensemble bundle) runs fused: its ensemble segments native images (no grid-stack stage yet)."""
     resources = chunk_resources(client, chunk_options.device, chunk_options.segmentation)
-    if resources is not None and worker_kinds(client)[1] and not chunk_options.uncertainty:
+    fused_only = uncertainty_method(chunk_options) is not None
+    if resources is not None and worker_kinds(client)[1] and not fused_only:
         return SplitChunks(client, chunk_options, model_id)
     return FusedChunks(client, process_chunk, chunk_options, model_id, resources)
 

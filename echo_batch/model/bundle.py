@@ -131,6 +131,11 @@ def _verified(directory: Path | str | None) -> tuple[Path, dict[str, Any], bytes
     path = Path(directory) if directory is not None else DEFAULT_BUNDLE
     weights, meta_path = path / WEIGHTS_FILE, path / METADATA_FILE
     if not weights.is_file() or not meta_path.is_file():
+        if meta_path.is_file() and '"format": "ensemble"' in meta_path.read_text("utf-8"):
+            raise BundleError(
+                f"{path}: an ensemble bundle (several networks), not one network; "
+                "it is read with echo_batch.model.ensemble_bundle"
+            )
         raise BundleError(f"{path}: not a model bundle (needs {WEIGHTS_FILE} and {METADATA_FILE})")
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))

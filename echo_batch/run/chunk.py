@@ -67,7 +67,7 @@ from echo_batch.run.loops import (
     summarise_beats,
 )
 from echo_batch.run.members import member_spread
-from echo_batch.run.options import ChunkOptions, SimulatedDevice
+from echo_batch.run.options import UNCERTAINTY_METHOD, ChunkOptions, SimulatedDevice
 from echo_batch.store.records import ChunkResult, ImageRecord, PatientRecord
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,24 @@ def get_engine(options: ChunkOptions):
         options.compile,
         options.simulated_device,
     )
-    return _ensemble_of(engine) if options.uncertainty else engine
+    if uncertainty_method(options) is None or hasattr(engine, "member_probabilities"):
+        return engine  # no members asked for, or an ensemble bundle's engine (members already)
+    return _ensemble_of(engine)
+
+
+def uncertainty_method(options: ChunkOptions) -> str | None:
+    """What the members of a run are (recorded in every row's settings), or None without members.
+
+    An ensemble bundle always runs its members (``ensemble-<networks>x<variants>``); an ordinary
+    bundle runs the test-time variants with ``--uncertainty``.
+    """
+    if options.segmentation != SegmentationSource.MODEL or options.simulated_device is not None:
+        return UNCERTAINTY_METHOD if options.uncertainty else None
+    from echo_batch.model.ensemble_bundle import is_ensemble, read_ensemble
+
+    if is_ensemble(options.model):
+        return read_ensemble(options.model).method  # type: ignore[arg-type]
+    return UNCERTAINTY_METHOD if options.uncertainty else None
 
 
 @lru_cache(maxsize=2)
@@ -157,15 +174,26 @@ def _cached_engine(
         from echo_batch.model.simulated import SimulatedEngine
 
         return SimulatedEngine(simulated, grid_size(model), batch_size or SIMULATED_BATCH_SIZE)
+    from echo_batch.model.ensemble_bundle import is_ensemble, read_ensemble
     from echo_batch.model.inference import SegmentationEngine
 
-    return SegmentationEngine.from_path(
-        model,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        threads=threads,
-        compile=compile,
+    settings = {
+        "device": device,
+        "precision": precision,
+        "batch_size": batch_size,
+        "threads": threads,
+        "compile": compile,
+    }
+    if not is_ensemble(model):
+        return SegmentationEngine.from_path(model, **settings)
+    from echo_batch.model.ensemble import EnsembleEngine
+    from echo_batch.model.tta import Variant
+
+    ensemble = read_ensemble(model)  # type: ignore[arg-type]
+    return EnsembleEngine(
+        [SegmentationEngine.from_path(n, **settings) for n in ensemble.networks],
+        [Variant(**v) for v in ensemble.variants],
+        model_id=ensemble.model_id,
     )
 
 
@@ -177,7 +205,11 @@ def grid_size(model: Path | None) -> tuple[int, int]:
 
     from echo_batch.model.bundle import DEFAULT_BUNDLE, METADATA_FILE
 
-    metadata = json.loads((Path(model or DEFAULT_BUNDLE) / METADATA_FILE).read_text("utf-8"))
+    path = Path(model or DEFAULT_BUNDLE)
+    metadata = json.loads((path / METADATA_FILE).read_text("utf-8"))
+    if "networks" in metadata:  # an ensemble bundle: its networks share one grid
+        path = path / metadata["networks"][0]["path"]
+        metadata = json.loads((path / METADATA_FILE).read_text("utf-8"))
     rows, cols = metadata["input"]["size"]
     return int(rows), int(cols)
 
@@ -186,9 +218,9 @@ def model_id_for(options: ChunkOptions) -> str:
     """``gt`` or the bundle id the options select."""
     if options.segmentation == SegmentationSource.GT:
         return GT_MODEL_ID
-    from echo_batch.model.bundle import bundle_model_id
+    from echo_batch.model.ensemble_bundle import model_id_of
 
-    return bundle_model_id(options.model)
+    return model_id_of(options.model)
 
 
 def _load_stills(ref: PatientRef, need_gt: bool) -> dict[ImageKey, _ImageWork]:

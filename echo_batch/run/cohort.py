@@ -20,8 +20,8 @@ from typing import Any, Protocol
 from echo_batch.domain import SegmentationSource
 from echo_batch.io.discovery import Manifest, discover, validate_root
 from echo_batch.io.patient_refs import PatientRefs
-from echo_batch.run.chunk import GT_MODEL_ID, ChunkResult, model_id_for
-from echo_batch.run.options import UNCERTAINTY_METHOD, ChunkOptions, RunOptions
+from echo_batch.run.chunk import GT_MODEL_ID, ChunkResult, model_id_for, uncertainty_method
+from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.record import run_record
 from echo_batch.store.parts import OutputStore, measure_config
 
@@ -52,9 +52,9 @@ def check_model(options: ChunkOptions) -> str:
     """
     if options.segmentation == SegmentationSource.GT:
         return GT_MODEL_ID
-    from echo_batch.model.bundle import check_bundle
+    from echo_batch.model.ensemble_bundle import check_model_dir
 
-    return check_bundle(options.model)
+    return check_model_dir(options.model)
 
 
 def preflight(options: RunOptions) -> str:
@@ -76,7 +76,8 @@ def preflight(options: RunOptions) -> str:
 
 def run_config(options: RunOptions, model_id: str) -> str:
     """The measurement settings every row of this run is stamped with (resume compares them)."""
-    extra = {"uncertainty": UNCERTAINTY_METHOD} if options.chunk.uncertainty else {}
+    method = uncertainty_method(options.chunk)
+    extra = {"uncertainty": method} if method is not None else {}
     return measure_config(
         model_id, options.chunk.camus_grid_mm, frames=options.chunk.frames.value, **extra
     )
