@@ -220,3 +220,17 @@ def test_an_ensemble_model_runs_its_members_without_the_flag(tmp_path, tinies):
     assert with_flag.n_members == 2  # not wrapped in the variants a second time
     plain = RunOptions(SAMPLE, tmp_path / "o", ChunkOptions())
     assert run_config(RunOptions(SAMPLE, tmp_path / "o", options), "m") != run_config(plain, "m")
+
+
+def test_a_cluster_with_gpu_workers_runs_an_ensemble_fused(tmp_path, tinies, monkeypatch):
+    """The split GPU stage has no member form: runs with members go as fused chunks."""
+    from echo_batch.run import gpu_stage
+    from flows import cohort_ef
+
+    monkeypatch.setattr(cohort_ef, "chunk_resources", lambda *a: {"GPU": 1})
+    for module in (cohort_ef, gpu_stage):
+        monkeypatch.setattr(module, "worker_kinds", lambda client: (["gpu"], ["cpu"], 2))
+    ens = save_ensemble(tmp_path / "ens", "ens", tinies, PLAIN)
+    plain = cohort_ef._submitter(object(), ChunkOptions(device="cuda"), "m")
+    member_run = cohort_ef._submitter(object(), ChunkOptions(model=ens.path, device="cuda"), "m")
+    assert plain.split and not member_run.split
