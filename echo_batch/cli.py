@@ -284,8 +284,8 @@ def ensemble(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(
-        f"wrote {built.model_id}: {len(built.networks)} networks x {len(built.variants)} "
-        f"variants = {built.n_members} members per image"
+        f"wrote {built.model_id}: {len(built.networks)} network(s) x {len(built.variants)} "
+        f"variant(s) = {built.n_members} members per image"
     )
 
 
@@ -363,8 +363,10 @@ def run(
         bool,
         typer.Option(
             "--uncertainty",
-            help="Segment every image on 5 test-time variants (5x the network's work): EF from "
-            "their mean, and its SD between them (ef_pct_sd, ef_camus_pct_sd). Model only.",
+            help="Segment every image with the members of an ensemble: EF from their mean "
+            "probabilities and its SD between them (ef_pct_sd, ef_camus_pct_sd). Without --model "
+            "the uncertainty bundle (the first network on 5 test-time variants, chosen on "
+            "validation); with --model DIR that network on the 5 variants. Model only.",
         ),
     ] = False,
     workers: Annotated[

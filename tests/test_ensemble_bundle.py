@@ -160,7 +160,7 @@ def test_the_cli_writes_an_ensemble_and_refuses_bad_variants(tmp_path, tinies):
     args = ["ensemble", str(out), *map(str, tinies), "--variant", "1:1", "--variant", "0.9:1.4"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "2 networks x 2 variants = 4 members" in result.output
+    assert "2 network(s) x 2 variant(s) = 4 members" in result.output
     assert read_ensemble(out).variants[1] == {"scale": 0.9, "gamma": 1.4}
     bad = runner.invoke(app, ["ensemble", str(tmp_path / "x"), str(tinies[0]), "--variant", "9:1"])
     assert bad.exit_code == 2 and "--variant" in bad.output
@@ -208,11 +208,12 @@ def test_the_sd_of_two_networks_is_that_of_their_own_runs(sample_runs):
 
 
 def test_an_ensemble_model_runs_its_members_without_the_flag(tmp_path, tinies):
-    ens = save_ensemble(tmp_path / "ens", "ens", tinies, PLAIN * 1)
+    ens = save_ensemble(tmp_path / "ens", "ens", tinies, PLAIN)
     options = ChunkOptions(model=ens.path, device="cpu", precision="fp32", threads=1)
     assert uncertainty_method(options) == "ensemble-2x1"
     assert uncertainty_method(ChunkOptions()) is None
-    assert uncertainty_method(ChunkOptions(uncertainty=True)) == "test-time-variants-5"
+    named = ChunkOptions(model=DEFAULT_BUNDLE, uncertainty=True)
+    assert uncertainty_method(named) == "test-time-variants-5"
     engine = get_engine(options)
     assert isinstance(engine, EnsembleEngine) and engine.n_members == 2
     assert engine.model_id == ens.model_id

@@ -12,12 +12,18 @@ from typer.testing import CliRunner
 
 from echo_batch.cli import app
 from echo_batch.io.discovery import discover
+from echo_batch.model.bundle import DEFAULT_BUNDLE, UNCERTAINTY_BUNDLE
+from echo_batch.model.ensemble import DEFAULT_VARIANTS
+from echo_batch.model.ensemble_bundle import model_id_of, read_ensemble
+from echo_batch.model.tta import Variant
 from echo_batch.report import write_report
+from echo_batch.run.chunk import uncertainty_method
 from echo_batch.run.cohort import run_config
 from echo_batch.run.options import ChunkOptions, RunOptions
 from echo_batch.run.serial import run_cohort
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camus224-test"
+FIRST = DEFAULT_BUNDLE.parent / "camus224-unet"
 N_PATIENTS = 8  # the report ranks SDs from 8 patients on
 
 
@@ -42,7 +48,9 @@ def test_every_patient_gets_the_members_spread(uncertain_out):
     assert patients.ef_pct_sd.max() > 0  # the variants do move the contours
     assert images.lv_dice_members.between(0.5, 1.0).all()
     config = json.loads(patients.measure_config.iloc[0])
-    assert config["uncertainty"] == "test-time-variants-5"
+    assert config["uncertainty"] == "ensemble-1x5"  # the uncertainty bundle: one network x 5
+    assert (patients.model_id == model_id_of(UNCERTAINTY_BUNDLE)).all()
+    assert patients.model_id.iloc[0].startswith("camus224-unet-tta@")
 
 
 def test_the_report_shows_error_against_uncertainty(uncertain_out):
@@ -53,6 +61,10 @@ def test_the_report_shows_error_against_uncertainty(uncertain_out):
     summary = json.loads((uncertain_out / "report" / "summary.json").read_text())
     ranking = summary["uncertainty"]["comparisons"]["ef_camus_vs_cfg"]
     assert ranking["n"] == N_PATIENTS
+    run_model = model_id_of(UNCERTAINTY_BUNDLE)  # the gallery is drawn with the run's members
+    assert {g["source"] for g in summary["gallery"]} == {
+        f"recomputed with the run's model {run_model} (fp32)"
+    }
 
 
 def test_rows_with_and_without_uncertainty_never_mix():
@@ -60,6 +72,19 @@ def test_rows_with_and_without_uncertainty_never_mix():
     with_sd = RunOptions(SAMPLE, Path("/tmp/x"), ChunkOptions(uncertainty=True))
     assert "uncertainty" not in run_config(plain, "m")  # older outputs keep resuming
     assert run_config(plain, "m") != run_config(with_sd, "m")
+
+
+def test_uncertainty_runs_the_uncertainty_bundle_unless_a_model_is_named():
+    assert ChunkOptions(uncertainty=True).bundle == UNCERTAINTY_BUNDLE
+    assert ChunkOptions().bundle is None  # the default network
+    named = ChunkOptions(model=DEFAULT_BUNDLE, uncertainty=True)
+    assert named.bundle == DEFAULT_BUNDLE
+    assert uncertainty_method(named) == "test-time-variants-5"  # that network on the variants
+    assert uncertainty_method(ChunkOptions(uncertainty=True)) == "ensemble-1x5"
+    assert read_ensemble(UNCERTAINTY_BUNDLE).networks == (FIRST.resolve(),)
+    assert [Variant(**v) for v in read_ensemble(UNCERTAINTY_BUNDLE).variants] == list(
+        DEFAULT_VARIANTS
+    )
 
 
 def test_uncertainty_needs_the_model(tmp_path):

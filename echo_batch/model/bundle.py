@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written, not to
 WEIGHTS_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "camus224-unet-slim"
+UNCERTAINTY_BUNDLE = DEFAULT_BUNDLE.parent / "camus224-unet-tta"
+"""What ``--uncertainty`` runs when no ``--model`` is given: an ensemble bundle, the first network
+on five test-time variants (chosen on the validation split; docs/model.md, "Uncertainty")."""
 
 
 class BundleError(EchoBatchError):

@@ -87,6 +87,11 @@ class EnsembleEngine:
         return self._model_id or self.engines[0].model_id
 
     @property
+    def precision(self) -> str:
+        """Arithmetic of the forward passes (that of the networks' engines)."""
+        return self.engines[0].precision
+
+    @property
     def n_members(self) -> int:
         """Networks x variants."""
         return len(self.engines) * len(self.variants)

@@ -73,7 +73,7 @@ class EnsembleBundle:
     @property
     def method(self) -> str:
         """What the ensemble runs, as recorded in the rows' measurement settings."""
-        return f"ensemble-{len(self.networks)}x{len(self.variants)}"
+        return f"{FORMAT}-{len(self.networks)}x{len(self.variants)}"
 
 
 def _content_hash(metadata: dict[str, Any]) -> str:
@@ -102,6 +102,15 @@ def is_ensemble(directory: Path | str | None) -> bool:
         return False
     metadata = _metadata(Path(directory))
     return metadata is not None and metadata.get("format") == FORMAT
+
+
+def ensemble_method(directory: Path | str | None) -> str | None:
+    """``ensemble-<networks>x<variants>`` for an ensemble bundle, from its metadata alone (no
+    weights read; :func:`read_ensemble` verifies them); None for anything else."""
+    if not is_ensemble(directory):
+        return None
+    metadata = _metadata(Path(directory))  # type: ignore[arg-type]
+    return f"{FORMAT}-{len(metadata['networks'])}x{len(metadata['variants'])}"  # type: ignore[index]
 
 
 def read_ensemble(directory: Path | str) -> EnsembleBundle:

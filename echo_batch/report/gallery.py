@@ -155,6 +155,7 @@ def _recompute(panels: list[_Panel], run: RunData) -> str:
         model=Path(model) if model not in (None, "None") else None,
         device="auto",
         precision=config.get("precision") or "auto",
+        uncertainty=bool(config.get("uncertainty")),  # the members' mean, as the run measured
     )
     engine = get_engine(options)
     results = engine.segment([p.image.array for p in panels])

@@ -124,7 +124,7 @@ def get_engine(options: ChunkOptions):
     ``options.simulated_device`` the engine is a simulated device (tests, benchmarks).
     """
     engine = _cached_engine(
-        options.model,
+        options.bundle,
         options.device,
         options.precision,
         options.batch_size,
@@ -132,7 +132,7 @@ def get_engine(options: ChunkOptions):
         options.compile,
         options.simulated_device,
     )
-    if uncertainty_method(options) is None or hasattr(engine, "member_probabilities"):
+    if not options.uncertainty or hasattr(engine, "member_probabilities"):
         return engine  # no members asked for, or an ensemble bundle's engine (members already)
     return _ensemble_of(engine)
 
@@ -145,10 +145,11 @@ def uncertainty_method(options: ChunkOptions) -> str | None:
     """
     if options.segmentation != SegmentationSource.MODEL or options.simulated_device is not None:
         return UNCERTAINTY_METHOD if options.uncertainty else None
-    from echo_batch.model.ensemble_bundle import is_ensemble, read_ensemble
+    from echo_batch.model.ensemble_bundle import ensemble_method
 
-    if is_ensemble(options.model):
-        return read_ensemble(options.model).method  # type: ignore[arg-type]
+    method = ensemble_method(options.bundle)
+    if method is not None:
+        return method
     return UNCERTAINTY_METHOD if options.uncertainty else None
 
 
@@ -220,7 +221,7 @@ def model_id_for(options: ChunkOptions) -> str:
         return GT_MODEL_ID
     from echo_batch.model.ensemble_bundle import model_id_of
 
-    return model_id_of(options.model)
+    return model_id_of(options.bundle)
 
 
 def _load_stills(ref: PatientRef, need_gt: bool) -> dict[ImageKey, _ImageWork]:

@@ -54,7 +54,7 @@ def check_model(options: ChunkOptions) -> str:
         return GT_MODEL_ID
     from echo_batch.model.ensemble_bundle import check_model_dir
 
-    return check_model_dir(options.model)
+    return check_model_dir(options.bundle)
 
 
 def preflight(options: RunOptions) -> str:

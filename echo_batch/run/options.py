@@ -58,10 +58,12 @@ class ChunkOptions:
             CAMUS reference on down-sampled images such as CAMUS-224).
         frames: which frames are measured: the annotated ED/ES (stills, cfg frame indices into a
             loop), ED/ES detected from the loops, or ``auto`` (annotated where present).
-        uncertainty: segment every image with the ensemble of test-time variants
-            (:data:`echo_batch.model.ensemble.DEFAULT_VARIANTS`, one forward pass each): the
-            labels come from the members' mean probabilities, and every patient gets the SD of
-            its EFs between the members (``ef_pct_sd``, ``ef_camus_pct_sd``). Model only.
+        uncertainty: segment every image with the members of an ensemble, one forward pass
+            each: without ``model`` the uncertainty bundle (:attr:`bundle`), with ``model`` that
+            network on the test-time variants (:data:`echo_batch.model.ensemble.DEFAULT_VARIANTS`;
+            an ensemble bundle runs its own members with or without this flag). The labels come
+            from the members' mean probabilities, and every patient gets the SD of its EFs
+            between the members (``ef_pct_sd``, ``ef_camus_pct_sd``). Model only.
         simulated_device: when set, the engine is :class:`echo_batch.model.simulated.
             SimulatedEngine` on this simulated device instead of the network (tests and
             benchmarks of the GPU stage on machines without one; the CLI never sets it).
@@ -94,6 +96,21 @@ class ChunkOptions:
             raise ValueError("--uncertainty needs the model's segmentation (--segmentation model)")
         if self.camus_grid_mm is not None and not self.camus_grid_mm > 0:
             raise ValueError(f"CAMUS grid must be > 0 mm, got {self.camus_grid_mm}")
+
+    @property
+    def bundle(self) -> Path | None:
+        """The bundle the network comes from: ``model``, or with ``uncertainty`` and no model the
+        uncertainty ensemble (:data:`echo_batch.model.bundle.UNCERTAINTY_BUNDLE`); None: the
+        default bundle."""
+        if (
+            self.model is None
+            and self.uncertainty
+            and self.segmentation == SegmentationSource.MODEL
+        ):
+            from echo_batch.model.bundle import UNCERTAINTY_BUNDLE
+
+            return UNCERTAINTY_BUNDLE
+        return self.model
 
     @property
     def uses_model(self) -> bool:

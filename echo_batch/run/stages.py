@@ -101,7 +101,7 @@ def load_chunk(refs: Sequence[PatientRef], options: ChunkOptions) -> LoadedChunk
     works = load_pass(iter(refs), options, split_pass_size(options), seconds)
     t0 = time.perf_counter()
     stills, loops = segment_targets(works)
-    size = grid_size(options.model)
+    size = grid_size(options.bundle)
     images = [item.image.array for item in stills]
     for loop in loops:
         images.extend(loop.frames.array)
