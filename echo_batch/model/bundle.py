@@ -134,7 +134,7 @@ def _verified(directory: Path | str | None) -> tuple[Path, dict[str, Any], bytes
     path = Path(directory) if directory is not None else DEFAULT_BUNDLE
     weights, meta_path = path / WEIGHTS_FILE, path / METADATA_FILE
     if not weights.is_file() or not meta_path.is_file():
-        if meta_path.is_file() and '"format": "ensemble"' in meta_path.read_text("utf-8"):
+        if meta_path.is_file() and _format_of(meta_path) == "ensemble":
             raise BundleError(
                 f"{path}: an ensemble bundle (several networks), not one network; "
                 "it is read with echo_batch.model.ensemble_bundle"
@@ -158,9 +158,23 @@ def _verified(directory: Path | str | None) -> tuple[Path, dict[str, Any], bytes
     return path, metadata, data
 
 
+def _format_of(meta_path: Path) -> str | None:
+    """The ``format`` field of a metadata file (None when absent or unreadable)."""
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metadata.get("format") if isinstance(metadata, dict) else None
+
+
+def bundle_metadata(directory: Path | str | None = None) -> dict[str, Any]:
+    """Metadata of a verified bundle (files present, sha256 matching) without torch."""
+    return _verified(directory)[1]
+
+
 def bundle_model_id(directory: Path | str | None = None) -> str:
     """Id of a verified bundle (name and weight hash) without loading the weights or torch."""
-    _, metadata, _ = _verified(directory)
+    metadata = bundle_metadata(directory)
     return f"{metadata['name']}@{metadata['sha256'][:12]}"
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from echo_batch.model.bundle import (
     METADATA_FILE,
     BundleError,
+    bundle_metadata,
     bundle_model_id,
     check_bundle,
     write_json_atomic,
@@ -73,7 +74,12 @@ class EnsembleBundle:
     @property
     def method(self) -> str:
         """What the ensemble runs, as recorded in the rows' measurement settings."""
-        return f"{FORMAT}-{len(self.networks)}x{len(self.variants)}"
+        return _method(self.metadata)
+
+
+def _method(metadata: dict[str, Any]) -> str:
+    """``ensemble-<networks>x<variants>``."""
+    return f"{FORMAT}-{len(metadata['networks'])}x{len(metadata['variants'])}"
 
 
 def _content_hash(metadata: dict[str, Any]) -> str:
@@ -109,8 +115,7 @@ def ensemble_method(directory: Path | str | None) -> str | None:
     weights read; :func:`read_ensemble` verifies them); None for anything else."""
     if not is_ensemble(directory):
         return None
-    metadata = _metadata(Path(directory))  # type: ignore[arg-type]
-    return f"{FORMAT}-{len(metadata['networks'])}x{len(metadata['variants'])}"  # type: ignore[index]
+    return _method(_metadata(Path(directory)))  # type: ignore[arg-type]
 
 
 def read_ensemble(directory: Path | str) -> EnsembleBundle:
@@ -147,8 +152,7 @@ def read_ensemble(directory: Path | str) -> EnsembleBundle:
         network = (path / entry["path"]).resolve()
         if is_ensemble(network):
             raise BundleError(f"{meta_file}: network {entry['path']} is itself an ensemble")
-        bundle_model_id(network)  # its own files, metadata and sha256 are consistent
-        inner = json.loads((network / METADATA_FILE).read_text(encoding="utf-8"))
+        inner = bundle_metadata(network)  # its own files, metadata and sha256 are consistent
         if inner["sha256"] != entry["sha256"]:
             raise BundleError(
                 f"{meta_file}: network {entry['path']} has weights {inner['sha256'][:12]}..., "
@@ -205,8 +209,7 @@ def save_ensemble(
     for network in networks:
         if is_ensemble(network):
             raise BundleError(f"{network}: an ensemble cannot be a network of an ensemble")
-        bundle_model_id(network)  # its files exist and its weights match its metadata
-        meta = json.loads((Path(network) / METADATA_FILE).read_text(encoding="utf-8"))
+        meta = bundle_metadata(network)  # its files exist and its weights match its metadata
         relative = os.path.relpath(Path(network).resolve(), directory.resolve())
         entries.append({"path": Path(relative).as_posix(), "sha256": meta["sha256"]})
     metadata = {

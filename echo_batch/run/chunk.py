@@ -208,7 +208,7 @@ def grid_size(model: Path | None) -> tuple[int, int]:
 
     path = Path(model or DEFAULT_BUNDLE)
     metadata = json.loads((path / METADATA_FILE).read_text("utf-8"))
-    if "networks" in metadata:  # an ensemble bundle: its networks share one grid
+    if metadata.get("format") == "ensemble":  # its networks share one grid
         path = path / metadata["networks"][0]["path"]
         metadata = json.loads((path / METADATA_FILE).read_text("utf-8"))
     rows, cols = metadata["input"]["size"]
